@@ -1,0 +1,2 @@
+//! The `hv` command-line tool.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `hv-host`: hv on Linux.
+#![deny(missing_docs)]

@@ -10,7 +10,10 @@
 //! Nested hypervisors also build a `VmxCapabilities` for the virtual
 //! processor they expose to L1; the fields are public for that reason.
 
-use crate::controls::{ControlKind, ControlWord};
+use crate::controls::{
+    ControlKind, ControlWord, EntryControls, ExitControls, PinBasedControls, PrimaryProcControls,
+    SecondaryExitControls, SecondaryProcControls, TertiaryProcControls, VmFunctionControls,
+};
 use crate::ept::EptMemoryType;
 use crate::msr::VmxMsr;
 
@@ -56,12 +59,12 @@ const EXIT_ACTIVATE_SECONDARY: u32 = 31;
 /// VM-function bit 0: EPTP switching (Table 25-10).
 const VMFUNC_EPTP_SWITCHING: u32 = 0;
 
-/// IA32_VMX_BASIC (MSR 0x480), SDM A.1.
+/// `IA32_VMX_BASIC` (MSR 0x480), SDM A.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VmxBasic(u64);
 
 impl VmxBasic {
-    /// Wraps a raw IA32_VMX_BASIC value.
+    /// Wraps a raw `IA32_VMX_BASIC` value.
     pub const fn from_raw(raw: u64) -> Self {
         Self(raw)
     }
@@ -113,7 +116,7 @@ impl VmxBasic {
         bit(self.0, 54)
     }
 
-    /// Bit 55: the IA32_VMX_TRUE_*_CTLS MSRs exist and some default-1
+    /// Bit 55: the `IA32_VMX_TRUE_*_CTLS` MSRs exist and some default-1
     /// controls may be 0.
     pub const fn true_controls(self) -> bool {
         bit(self.0, 55)
@@ -247,27 +250,44 @@ type BitNamer = fn(u32) -> Option<&'static str>;
 
 /// The SDM name of bit `bit` of control word `kind`, when known.
 fn control_bit_name(kind: ControlKind, bit: u32) -> Option<&'static str> {
-    let _ = (kind, bit);
-    None
+    match kind {
+        ControlKind::PinBased => PinBasedControls::bit_name(bit),
+        ControlKind::PrimaryProcessorBased => PrimaryProcControls::bit_name(bit),
+        ControlKind::SecondaryProcessorBased => SecondaryProcControls::bit_name(bit),
+        ControlKind::TertiaryProcessorBased => TertiaryProcControls::bit_name(bit),
+        ControlKind::PrimaryExit => ExitControls::bit_name(bit),
+        ControlKind::SecondaryExit => SecondaryExitControls::bit_name(bit),
+        ControlKind::Entry => EntryControls::bit_name(bit),
+        ControlKind::VmFunction => VmFunctionControls::bit_name(bit),
+    }
 }
 
 impl AllowedSettings {
     /// No control may be 1: the settings of a control word whose capability
     /// MSR does not exist (e.g. secondary controls on a processor without
     /// them; SDM 25.6.2: such controls are treated as 0).
-    pub const NONE_ALLOWED: Self = Self { must_be_one: 0, may_be_one: 0 };
+    pub const NONE_ALLOWED: Self = Self {
+        must_be_one: 0,
+        may_be_one: 0,
+    };
 
     /// Parses a 32-bit control MSR (A.3.1, A.3.2, A.3.3, A.4.1, A.5): bits
     /// 31:0 are the allowed 0-settings, bits 63:32 the allowed 1-settings.
     pub const fn from_split_msr(raw: u64) -> Self {
-        Self { must_be_one: raw & 0xFFFF_FFFF, may_be_one: raw >> 32 }
+        Self {
+            must_be_one: raw & 0xFFFF_FFFF,
+            may_be_one: raw >> 32,
+        }
     }
 
-    /// Parses a 64-bit allowed-1 MSR (A.3.4 PROCBASED_CTLS3, A.4.2
-    /// EXIT_CTLS2, A.11 VMFUNC): every bit may be 0, and a bit set in the MSR
+    /// Parses a 64-bit allowed-1 MSR (A.3.4 `PROCBASED_CTLS3`, A.4.2
+    /// `EXIT_CTLS2`, A.11 VMFUNC): every bit may be 0, and a bit set in the MSR
     /// may be 1.
     pub const fn from_allowed1_msr(raw: u64) -> Self {
-        Self { must_be_one: 0, may_be_one: raw }
+        Self {
+            must_be_one: 0,
+            may_be_one: raw,
+        }
     }
 
     /// Whether bit `bit` may be 1.
@@ -303,7 +323,11 @@ impl AllowedSettings {
         let forbidden = wanted & !self.may_be_one;
         if forbidden != 0 {
             let bit = forbidden.trailing_zeros();
-            return Err(ControlAdjustError::NotAllowedToBeOne { kind, bit, bit_name: namer(bit) });
+            return Err(ControlAdjustError::NotAllowedToBeOne {
+                kind,
+                bit,
+                bit_name: namer(bit),
+            });
         }
         let contradictory = self.must_be_one & !self.may_be_one;
         if contradictory != 0 {
@@ -344,19 +368,27 @@ impl AllowedSettings {
         let bit = violations.trailing_zeros();
         let bit_name = namer(bit);
         if missing & (1 << bit) != 0 {
-            Err(ControlCheckError::MustBeOne { kind, bit, bit_name })
+            Err(ControlCheckError::MustBeOne {
+                kind,
+                bit,
+                bit_name,
+            })
         } else {
-            Err(ControlCheckError::MustBeZero { kind, bit, bit_name })
+            Err(ControlCheckError::MustBeZero {
+                kind,
+                bit,
+                bit_name,
+            })
         }
     }
 }
 
-/// IA32_VMX_MISC (MSR 0x485), SDM A.6.
+/// `IA32_VMX_MISC` (MSR 0x485), SDM A.6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VmxMisc(u64);
 
 impl VmxMisc {
-    /// Wraps a raw IA32_VMX_MISC value.
+    /// Wraps a raw `IA32_VMX_MISC` value.
     pub const fn from_raw(raw: u64) -> Self {
         Self(raw)
     }
@@ -398,7 +430,7 @@ impl VmxMisc {
         bit(self.0, 14)
     }
 
-    /// Bit 15: RDMSR may read IA32_SMBASE in SMM.
+    /// Bit 15: RDMSR may read `IA32_SMBASE` in SMM.
     pub const fn rdmsr_smbase_in_smm(self) -> bool {
         bit(self.0, 15)
     }
@@ -419,7 +451,7 @@ impl VmxMisc {
         512 * (self.msr_list_size_field() as u32 + 1)
     }
 
-    /// Bit 28: bit 2 of IA32_SMM_MONITOR_CTL can be set (VMXOFF unblocks
+    /// Bit 28: bit 2 of `IA32_SMM_MONITOR_CTL` can be set (VMXOFF unblocks
     /// SMIs).
     pub const fn smm_vmxoff_unblocks_smi(self) -> bool {
         bit(self.0, 28)
@@ -457,9 +489,9 @@ pub struct FixedBitViolation {
 /// A bit set in FIXED0 must be 1; a bit clear in FIXED1 must be 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FixedBits {
-    /// IA32_VMX_CRn_FIXED0: bits that must be 1.
+    /// `IA32_VMX_CRn_FIXED0`: bits that must be 1.
     pub fixed0: u64,
-    /// IA32_VMX_CRn_FIXED1: bits that may be 1.
+    /// `IA32_VMX_CRn_FIXED1`: bits that may be 1.
     pub fixed1: u64,
 }
 
@@ -486,8 +518,12 @@ impl FixedBits {
 
     /// The same rule with the bits of `mask` made free (e.g. CR0.PE and
     /// CR0.PG for an unrestricted guest, SDM 27.3.1.1).
+    #[must_use]
     pub const fn freeing(self, mask: u64) -> Self {
-        Self { fixed0: self.fixed0 & !mask, fixed1: self.fixed1 | mask }
+        Self {
+            fixed0: self.fixed0 & !mask,
+            fixed1: self.fixed1 | mask,
+        }
     }
 
     /// The lowest bit of `value` that breaks the rule, if any.
@@ -499,16 +535,19 @@ impl FixedBits {
             return None;
         }
         let bit = violations.trailing_zeros();
-        Some(FixedBitViolation { bit, required: missing & (1 << bit) != 0 })
+        Some(FixedBitViolation {
+            bit,
+            required: missing & (1 << bit) != 0,
+        })
     }
 }
 
-/// IA32_VMX_VMCS_ENUM (MSR 0x48A), SDM A.9.
+/// `IA32_VMX_VMCS_ENUM` (MSR 0x48A), SDM A.9.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VmcsEnum(u64);
 
 impl VmcsEnum {
-    /// Wraps a raw IA32_VMX_VMCS_ENUM value.
+    /// Wraps a raw `IA32_VMX_VMCS_ENUM` value.
     pub const fn from_raw(raw: u64) -> Self {
         Self(raw)
     }
@@ -524,12 +563,12 @@ impl VmcsEnum {
     }
 }
 
-/// IA32_VMX_EPT_VPID_CAP (MSR 0x48C), SDM A.10.
+/// `IA32_VMX_EPT_VPID_CAP` (MSR 0x48C), SDM A.10.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct EptVpidCap(u64);
 
 impl EptVpidCap {
-    /// Wraps a raw IA32_VMX_EPT_VPID_CAP value.
+    /// Wraps a raw `IA32_VMX_EPT_VPID_CAP` value.
     pub const fn from_raw(raw: u64) -> Self {
         Self(raw)
     }
@@ -642,45 +681,45 @@ impl EptVpidCap {
 /// [`VmxCapabilities::from_raw`], so 0 is a fine placeholder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct RawVmxMsrs {
-    /// IA32_VMX_BASIC (0x480).
+    /// `IA32_VMX_BASIC` (0x480).
     pub basic: u64,
-    /// IA32_VMX_PINBASED_CTLS (0x481).
+    /// `IA32_VMX_PINBASED_CTLS` (0x481).
     pub pinbased_ctls: u64,
-    /// IA32_VMX_PROCBASED_CTLS (0x482).
+    /// `IA32_VMX_PROCBASED_CTLS` (0x482).
     pub procbased_ctls: u64,
-    /// IA32_VMX_EXIT_CTLS (0x483).
+    /// `IA32_VMX_EXIT_CTLS` (0x483).
     pub exit_ctls: u64,
-    /// IA32_VMX_ENTRY_CTLS (0x484).
+    /// `IA32_VMX_ENTRY_CTLS` (0x484).
     pub entry_ctls: u64,
-    /// IA32_VMX_MISC (0x485).
+    /// `IA32_VMX_MISC` (0x485).
     pub misc: u64,
-    /// IA32_VMX_CR0_FIXED0 (0x486).
+    /// `IA32_VMX_CR0_FIXED0` (0x486).
     pub cr0_fixed0: u64,
-    /// IA32_VMX_CR0_FIXED1 (0x487).
+    /// `IA32_VMX_CR0_FIXED1` (0x487).
     pub cr0_fixed1: u64,
-    /// IA32_VMX_CR4_FIXED0 (0x488).
+    /// `IA32_VMX_CR4_FIXED0` (0x488).
     pub cr4_fixed0: u64,
-    /// IA32_VMX_CR4_FIXED1 (0x489).
+    /// `IA32_VMX_CR4_FIXED1` (0x489).
     pub cr4_fixed1: u64,
-    /// IA32_VMX_VMCS_ENUM (0x48A).
+    /// `IA32_VMX_VMCS_ENUM` (0x48A).
     pub vmcs_enum: u64,
-    /// IA32_VMX_PROCBASED_CTLS2 (0x48B).
+    /// `IA32_VMX_PROCBASED_CTLS2` (0x48B).
     pub procbased_ctls2: u64,
-    /// IA32_VMX_EPT_VPID_CAP (0x48C).
+    /// `IA32_VMX_EPT_VPID_CAP` (0x48C).
     pub ept_vpid_cap: u64,
-    /// IA32_VMX_TRUE_PINBASED_CTLS (0x48D).
+    /// `IA32_VMX_TRUE_PINBASED_CTLS` (0x48D).
     pub true_pinbased_ctls: u64,
-    /// IA32_VMX_TRUE_PROCBASED_CTLS (0x48E).
+    /// `IA32_VMX_TRUE_PROCBASED_CTLS` (0x48E).
     pub true_procbased_ctls: u64,
-    /// IA32_VMX_TRUE_EXIT_CTLS (0x48F).
+    /// `IA32_VMX_TRUE_EXIT_CTLS` (0x48F).
     pub true_exit_ctls: u64,
-    /// IA32_VMX_TRUE_ENTRY_CTLS (0x490).
+    /// `IA32_VMX_TRUE_ENTRY_CTLS` (0x490).
     pub true_entry_ctls: u64,
-    /// IA32_VMX_VMFUNC (0x491).
+    /// `IA32_VMX_VMFUNC` (0x491).
     pub vmfunc: u64,
-    /// IA32_VMX_PROCBASED_CTLS3 (0x492).
+    /// `IA32_VMX_PROCBASED_CTLS3` (0x492).
     pub procbased_ctls3: u64,
-    /// IA32_VMX_EXIT_CTLS2 (0x493).
+    /// `IA32_VMX_EXIT_CTLS2` (0x493).
     pub exit_ctls2: u64,
 }
 
@@ -754,11 +793,14 @@ impl RawVmxMsrs {
     /// MSRs that enumerate it (SDM A.1, A.3.2-A.3.4, A.4.2, A.10, A.11).
     ///
     /// BASIC, the five original control MSRs, MISC, the CR0/CR4 fixed MSRs
-    /// and VMCS_ENUM always exist on a VMX processor.
+    /// and `VMCS_ENUM` always exist on a VMX processor.
     pub const fn msr_exists(&self, msr: VmxMsr) -> bool {
         let primary_allowed1 = self.procbased_ctls >> 32;
-        let secondary_allowed1 =
-            if bit(primary_allowed1, PROC_ACTIVATE_SECONDARY) { self.procbased_ctls2 >> 32 } else { 0 };
+        let secondary_allowed1 = if bit(primary_allowed1, PROC_ACTIVATE_SECONDARY) {
+            self.procbased_ctls2 >> 32
+        } else {
+            0
+        };
         match msr {
             VmxMsr::Basic
             | VmxMsr::PinBasedCtls
@@ -775,7 +817,8 @@ impl RawVmxMsrs {
             VmxMsr::ProcBasedCtls2 => bit(primary_allowed1, PROC_ACTIVATE_SECONDARY),
             // A.10: exists only if "enable EPT" or "enable VPID" may be 1.
             VmxMsr::EptVpidCap => {
-                bit(secondary_allowed1, PROC2_ENABLE_EPT) || bit(secondary_allowed1, PROC2_ENABLE_VPID)
+                bit(secondary_allowed1, PROC2_ENABLE_EPT)
+                    || bit(secondary_allowed1, PROC2_ENABLE_VPID)
             }
             // A.2: the TRUE_ MSRs exist only if IA32_VMX_BASIC[55] is 1.
             VmxMsr::TruePinBasedCtls
@@ -818,31 +861,31 @@ impl RawVmxMsrs {
 /// TRUE_ MSRs already folded into the effective control settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VmxCapabilities {
-    /// IA32_VMX_BASIC.
+    /// `IA32_VMX_BASIC`.
     pub basic: VmxBasic,
-    /// Pin-based VM-execution controls (TRUE_PINBASED when available).
+    /// Pin-based VM-execution controls (`TRUE_PINBASED` when available).
     pub pin_based: AllowedSettings,
-    /// Primary processor-based controls (TRUE_PROCBASED when available).
+    /// Primary processor-based controls (`TRUE_PROCBASED` when available).
     pub primary_proc: AllowedSettings,
     /// Secondary processor-based controls; none allowed if absent.
     pub secondary_proc: AllowedSettings,
     /// Tertiary processor-based controls; none allowed if absent.
     pub tertiary_proc: AllowedSettings,
-    /// Primary VM-exit controls (TRUE_EXIT when available).
+    /// Primary VM-exit controls (`TRUE_EXIT` when available).
     pub primary_exit: AllowedSettings,
     /// Secondary VM-exit controls; none allowed if absent.
     pub secondary_exit: AllowedSettings,
-    /// VM-entry controls (TRUE_ENTRY when available).
+    /// VM-entry controls (`TRUE_ENTRY` when available).
     pub entry: AllowedSettings,
-    /// IA32_VMX_MISC.
+    /// `IA32_VMX_MISC`.
     pub misc: VmxMisc,
     /// CR0 fixed bits.
     pub cr0_fixed: FixedBits,
     /// CR4 fixed bits.
     pub cr4_fixed: FixedBits,
-    /// IA32_VMX_VMCS_ENUM.
+    /// `IA32_VMX_VMCS_ENUM`.
     pub vmcs_enum: VmcsEnum,
-    /// IA32_VMX_EPT_VPID_CAP; 0 if absent.
+    /// `IA32_VMX_EPT_VPID_CAP`; 0 if absent.
     pub ept_vpid: EptVpidCap,
     /// VM-function controls; none allowed if absent.
     pub vm_functions: AllowedSettings,
@@ -851,7 +894,7 @@ pub struct VmxCapabilities {
 impl VmxCapabilities {
     /// Interprets raw MSR values, ignoring the values of MSRs that do not
     /// exist per [`RawVmxMsrs::msr_exists`], and using the TRUE_ control
-    /// MSRs for the allowed 0-settings when IA32_VMX_BASIC[55] is 1
+    /// MSRs for the allowed 0-settings when `IA32_VMX_BASIC[55]` is 1
     /// (SDM A.2).
     pub const fn from_raw(raw: &RawVmxMsrs) -> Self {
         let basic = VmxBasic::from_raw(raw.basic);
@@ -887,7 +930,7 @@ impl VmxCapabilities {
     }
 
     /// The effective settings of a 32-bit control word: from the TRUE_ MSR
-    /// when IA32_VMX_BASIC[55] is 1, else from the original MSR (SDM A.2).
+    /// when `IA32_VMX_BASIC[55]` is 1, else from the original MSR (SDM A.2).
     const fn effective(true_controls: bool, plain: u64, true_msr: u64) -> AllowedSettings {
         AllowedSettings::from_split_msr(if true_controls { true_msr } else { plain })
     }
@@ -916,7 +959,7 @@ impl VmxCapabilities {
     }
 
     /// The raw MSR values read from Bochs 2.7 with `cpu: model=corei7_skylake_x`
-    /// (IA32_VMX_EXIT_CTLS2 does not exist there and is 0).
+    /// (`IA32_VMX_EXIT_CTLS2` does not exist there and is 0).
     pub const BOCHS_SKYLAKE_X_RAW: RawVmxMsrs = RawVmxMsrs {
         basic: 0x00d8_1000_0000_002b,
         pinbased_ctls: 0x0000_007f_0000_0016,
@@ -941,7 +984,7 @@ impl VmxCapabilities {
     };
 
     /// The capabilities of Bochs 2.7's `corei7_skylake_x` CPU model: a
-    /// realistic fixture for tests (values in /work/shared/FACTS.md).
+    /// realistic fixture for tests (raw values in [`Self::BOCHS_SKYLAKE_X_RAW`]).
     pub const fn bochs_skylake_x() -> Self {
         Self::from_raw(&Self::BOCHS_SKYLAKE_X_RAW)
     }
@@ -968,7 +1011,9 @@ impl VmxCapabilities {
     /// See [`AllowedSettings::adjust`]; the error carries `C::bit_name`.
     pub fn adjust<C: ControlWord>(&self, wanted: C) -> Result<C, ControlAdjustError> {
         let namer: BitNamer = C::bit_name;
-        self.allowed(C::KIND).adjust_named(C::KIND, wanted.to_raw(), namer).map(C::from_raw)
+        self.allowed(C::KIND)
+            .adjust_named(C::KIND, wanted.to_raw(), namer)
+            .map(C::from_raw)
     }
 
     /// Checks a control word as VM entry does (SDM 27.2.1.1).
@@ -978,7 +1023,8 @@ impl VmxCapabilities {
     /// See [`AllowedSettings::check`]; the error carries `C::bit_name`.
     pub fn check<C: ControlWord>(&self, value: C) -> Result<(), ControlCheckError> {
         let namer: BitNamer = C::bit_name;
-        self.allowed(C::KIND).check_named(C::KIND, value.to_raw(), namer)
+        self.allowed(C::KIND)
+            .check_named(C::KIND, value.to_raw(), namer)
     }
 
     /// Whether the secondary processor-based controls may be activated.
@@ -1051,7 +1097,7 @@ impl VmxCapabilities {
         self.pin_based.allows_one(PIN_POSTED_INTERRUPTS)
     }
 
-    /// Whether IA32_VMX_BASIC[55] reports the TRUE_ control MSRs.
+    /// Whether `IA32_VMX_BASIC[55]` reports the TRUE_ control MSRs.
     pub const fn has_true_controls(&self) -> bool {
         self.basic.true_controls()
     }
@@ -1108,15 +1154,22 @@ mod tests {
     #[test]
     fn reader_failure_names_the_msr() {
         let raw = VmxCapabilities::BOCHS_SKYLAKE_X_RAW;
-        let result = VmxCapabilities::from_reader(|msr| {
-            (msr != VmxMsr::EptVpidCap).then(|| raw.get(msr))
-        });
-        assert_eq!(result, Err(CapabilityReadError::MsrUnreadable { msr: VmxMsr::EptVpidCap }));
+        let result =
+            VmxCapabilities::from_reader(|msr| (msr != VmxMsr::EptVpidCap).then(|| raw.get(msr)));
+        assert_eq!(
+            result,
+            Err(CapabilityReadError::MsrUnreadable {
+                msr: VmxMsr::EptVpidCap
+            })
+        );
     }
 
     #[test]
     fn contradictory_capability_is_reported() {
-        let allowed = AllowedSettings { must_be_one: 0b100, may_be_one: 0b011 };
+        let allowed = AllowedSettings {
+            must_be_one: 0b100,
+            may_be_one: 0b011,
+        };
         let err = allowed.adjust(ControlKind::Entry, 0b001).unwrap_err();
         assert_eq!(
             err,

@@ -310,7 +310,7 @@ impl_control_word!(
 );
 
 bitflags::bitflags! {
-    /// Primary VM-exit controls (SDM 25.7.1, Table 25-14).
+    /// Primary VM-exit controls (SDM 25.7.1, Table 25-13).
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub struct ExitControls: u32 {
         /// Bit 2: DR7 and IA32_DEBUGCTL are saved on VM exit.
@@ -361,7 +361,7 @@ impl ExitControls {
 impl_control_word!(ExitControls, u32, ControlKind::PrimaryExit);
 
 bitflags::bitflags! {
-    /// Secondary VM-exit controls, 64 bits (SDM 25.7.1, Table 25-15). Used only
+    /// Secondary VM-exit controls, 64 bits (SDM 25.7.1, Table 25-14). Used only
     /// when [`ExitControls::ACTIVATE_SECONDARY_CONTROLS`] is set.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub struct SecondaryExitControls: u64 {
@@ -384,7 +384,7 @@ impl SecondaryExitControls {
 impl_control_word!(SecondaryExitControls, u64, ControlKind::SecondaryExit);
 
 bitflags::bitflags! {
-    /// VM-entry controls (SDM 25.8.1, Table 25-17).
+    /// VM-entry controls (SDM 25.8.1, Table 25-16).
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub struct EntryControls: u32 {
         /// Bit 2: DR7 and IA32_DEBUGCTL are loaded on VM entry.

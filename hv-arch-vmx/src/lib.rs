@@ -26,7 +26,7 @@
 extern crate std;
 
 pub mod capabilities;
-// pub mod checks; (enabled once capabilities and instruction_error land)
+pub mod checks;
 pub mod controls;
 pub mod ept;
 pub mod exit;

@@ -3,94 +3,94 @@
 //!
 //! [`VmxMsr`] names the VMX capability MSRs 0x480..=0x493 so that readers can
 //! iterate over them and errors can name them; the free constants cover the
-//! other MSRs VMX operation touches (IA32_FEATURE_CONTROL, and the MSRs that
+//! other MSRs VMX operation touches (`IA32_FEATURE_CONTROL`, and the MSRs that
 //! the VM-entry/VM-exit controls load and save).
 
 use bitflags::bitflags;
 
-/// IA32_FEATURE_CONTROL: must be locked with VMX enabled before VMXON
+/// `IA32_FEATURE_CONTROL`: must be locked with VMX enabled before VMXON
 /// (SDM 24.7).
 pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
-/// IA32_SMM_MONITOR_CTL: controls the dual-monitor treatment of SMIs
+/// `IA32_SMM_MONITOR_CTL`: controls the dual-monitor treatment of SMIs
 /// (SDM 32.15.5).
 pub const IA32_SMM_MONITOR_CTL: u32 = 0x9B;
-/// IA32_SYSENTER_CS: guest/host state field saved and loaded by VMX
+/// `IA32_SYSENTER_CS`: guest/host state field saved and loaded by VMX
 /// transitions (SDM 25.4.1, 25.5).
 pub const IA32_SYSENTER_CS: u32 = 0x174;
-/// IA32_SYSENTER_ESP: guest/host state field (SDM 25.4.1, 25.5).
+/// `IA32_SYSENTER_ESP`: guest/host state field (SDM 25.4.1, 25.5).
 pub const IA32_SYSENTER_ESP: u32 = 0x175;
-/// IA32_SYSENTER_EIP: guest/host state field (SDM 25.4.1, 25.5).
+/// `IA32_SYSENTER_EIP`: guest/host state field (SDM 25.4.1, 25.5).
 pub const IA32_SYSENTER_EIP: u32 = 0x176;
-/// IA32_DEBUGCTL: saved/loaded by the "save/load debug controls" controls.
+/// `IA32_DEBUGCTL`: saved/loaded by the "save/load debug controls" controls.
 pub const IA32_DEBUGCTL: u32 = 0x1D9;
-/// IA32_PAT: saved/loaded by the "save/load IA32_PAT" controls.
+/// `IA32_PAT`: saved/loaded by the "save/load `IA32_PAT`" controls.
 pub const IA32_PAT: u32 = 0x277;
-/// IA32_PERF_GLOBAL_CTRL: loaded by the "load IA32_PERF_GLOBAL_CTRL"
+/// `IA32_PERF_GLOBAL_CTRL`: loaded by the "load `IA32_PERF_GLOBAL_CTRL`"
 /// controls.
 pub const IA32_PERF_GLOBAL_CTRL: u32 = 0x38F;
-/// IA32_RTIT_CTL: Intel PT control, loaded/cleared by the PT controls.
+/// `IA32_RTIT_CTL`: Intel PT control, loaded/cleared by the PT controls.
 pub const IA32_RTIT_CTL: u32 = 0x570;
-/// IA32_S_CET: supervisor CET state, loaded by the "load CET state" controls.
+/// `IA32_S_CET`: supervisor CET state, loaded by the "load CET state" controls.
 pub const IA32_S_CET: u32 = 0x6A2;
-/// IA32_INTERRUPT_SSP_TABLE_ADDR: loaded by the "load CET state" controls.
+/// `IA32_INTERRUPT_SSP_TABLE_ADDR`: loaded by the "load CET state" controls.
 pub const IA32_INTERRUPT_SSP_TABLE_ADDR: u32 = 0x6A8;
-/// IA32_PKRS: supervisor protection keys, loaded by the "load PKRS" controls.
+/// `IA32_PKRS`: supervisor protection keys, loaded by the "load PKRS" controls.
 pub const IA32_PKRS: u32 = 0x6E1;
-/// IA32_BNDCFGS: MPX configuration, loaded/cleared by the BNDCFGS controls.
+/// `IA32_BNDCFGS`: MPX configuration, loaded/cleared by the BNDCFGS controls.
 pub const IA32_BNDCFGS: u32 = 0xD90;
-/// IA32_LBR_CTL: arch-LBR control, loaded/cleared by the LBR controls.
+/// `IA32_LBR_CTL`: arch-LBR control, loaded/cleared by the LBR controls.
 pub const IA32_LBR_CTL: u32 = 0x14CE;
-/// IA32_EFER: saved/loaded by the "save/load IA32_EFER" controls.
+/// `IA32_EFER`: saved/loaded by the "save/load `IA32_EFER`" controls.
 pub const IA32_EFER: u32 = 0xC000_0080;
-/// IA32_FS_BASE: the FS base, part of guest/host segment state.
+/// `IA32_FS_BASE`: the FS base, part of guest/host segment state.
 pub const IA32_FS_BASE: u32 = 0xC000_0100;
-/// IA32_GS_BASE: the GS base, part of guest/host segment state.
+/// `IA32_GS_BASE`: the GS base, part of guest/host segment state.
 pub const IA32_GS_BASE: u32 = 0xC000_0101;
-/// IA32_KERNEL_GS_BASE: not switched by VMX; hypervisors switch it by hand.
+/// `IA32_KERNEL_GS_BASE`: not switched by VMX; hypervisors switch it by hand.
 pub const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
 
-/// IA32_VMX_BASIC: VMCS revision, region size and basic VMX facts (A.1).
+/// `IA32_VMX_BASIC`: VMCS revision, region size and basic VMX facts (A.1).
 pub const IA32_VMX_BASIC: u32 = 0x480;
-/// IA32_VMX_PINBASED_CTLS: allowed pin-based controls (A.3.1).
+/// `IA32_VMX_PINBASED_CTLS`: allowed pin-based controls (A.3.1).
 pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
-/// IA32_VMX_PROCBASED_CTLS: allowed primary processor-based controls (A.3.2).
+/// `IA32_VMX_PROCBASED_CTLS`: allowed primary processor-based controls (A.3.2).
 pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
-/// IA32_VMX_EXIT_CTLS: allowed primary VM-exit controls (A.4.1).
+/// `IA32_VMX_EXIT_CTLS`: allowed primary VM-exit controls (A.4.1).
 pub const IA32_VMX_EXIT_CTLS: u32 = 0x483;
-/// IA32_VMX_ENTRY_CTLS: allowed VM-entry controls (A.5).
+/// `IA32_VMX_ENTRY_CTLS`: allowed VM-entry controls (A.5).
 pub const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
-/// IA32_VMX_MISC: miscellaneous VMX data (A.6).
+/// `IA32_VMX_MISC`: miscellaneous VMX data (A.6).
 pub const IA32_VMX_MISC: u32 = 0x485;
-/// IA32_VMX_CR0_FIXED0: CR0 bits fixed to 1 in VMX operation (A.7).
+/// `IA32_VMX_CR0_FIXED0`: CR0 bits fixed to 1 in VMX operation (A.7).
 pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
-/// IA32_VMX_CR0_FIXED1: CR0 bits allowed to be 1 in VMX operation (A.7).
+/// `IA32_VMX_CR0_FIXED1`: CR0 bits allowed to be 1 in VMX operation (A.7).
 pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
-/// IA32_VMX_CR4_FIXED0: CR4 bits fixed to 1 in VMX operation (A.8).
+/// `IA32_VMX_CR4_FIXED0`: CR4 bits fixed to 1 in VMX operation (A.8).
 pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
-/// IA32_VMX_CR4_FIXED1: CR4 bits allowed to be 1 in VMX operation (A.8).
+/// `IA32_VMX_CR4_FIXED1`: CR4 bits allowed to be 1 in VMX operation (A.8).
 pub const IA32_VMX_CR4_FIXED1: u32 = 0x489;
-/// IA32_VMX_VMCS_ENUM: highest VMCS field index (A.9).
+/// `IA32_VMX_VMCS_ENUM`: highest VMCS field index (A.9).
 pub const IA32_VMX_VMCS_ENUM: u32 = 0x48A;
-/// IA32_VMX_PROCBASED_CTLS2: allowed secondary processor-based controls
+/// `IA32_VMX_PROCBASED_CTLS2`: allowed secondary processor-based controls
 /// (A.3.3).
 pub const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48B;
-/// IA32_VMX_EPT_VPID_CAP: EPT and VPID capabilities (A.10).
+/// `IA32_VMX_EPT_VPID_CAP`: EPT and VPID capabilities (A.10).
 pub const IA32_VMX_EPT_VPID_CAP: u32 = 0x48C;
-/// IA32_VMX_TRUE_PINBASED_CTLS: true allowed pin-based controls (A.3.1).
+/// `IA32_VMX_TRUE_PINBASED_CTLS`: true allowed pin-based controls (A.3.1).
 pub const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48D;
-/// IA32_VMX_TRUE_PROCBASED_CTLS: true allowed primary processor-based
+/// `IA32_VMX_TRUE_PROCBASED_CTLS`: true allowed primary processor-based
 /// controls (A.3.2).
 pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
-/// IA32_VMX_TRUE_EXIT_CTLS: true allowed primary VM-exit controls (A.4.1).
+/// `IA32_VMX_TRUE_EXIT_CTLS`: true allowed primary VM-exit controls (A.4.1).
 pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48F;
-/// IA32_VMX_TRUE_ENTRY_CTLS: true allowed VM-entry controls (A.5).
+/// `IA32_VMX_TRUE_ENTRY_CTLS`: true allowed VM-entry controls (A.5).
 pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
-/// IA32_VMX_VMFUNC: allowed VM-function controls (A.11).
+/// `IA32_VMX_VMFUNC`: allowed VM-function controls (A.11).
 pub const IA32_VMX_VMFUNC: u32 = 0x491;
-/// IA32_VMX_PROCBASED_CTLS3: allowed tertiary processor-based controls
+/// `IA32_VMX_PROCBASED_CTLS3`: allowed tertiary processor-based controls
 /// (A.3.4).
 pub const IA32_VMX_PROCBASED_CTLS3: u32 = 0x492;
-/// IA32_VMX_EXIT_CTLS2: allowed secondary VM-exit controls (A.4.2).
+/// `IA32_VMX_EXIT_CTLS2`: allowed secondary VM-exit controls (A.4.2).
 pub const IA32_VMX_EXIT_CTLS2: u32 = 0x493;
 
 bitflags! {
@@ -128,53 +128,53 @@ impl FeatureControl {
     }
 }
 
-/// One of the VMX capability MSRs, IA32_VMX_BASIC (0x480) through
-/// IA32_VMX_EXIT_CTLS2 (0x493) (SDM Appendix A).
+/// One of the VMX capability MSRs, `IA32_VMX_BASIC` (0x480) through
+/// `IA32_VMX_EXIT_CTLS2` (0x493) (SDM Appendix A).
 ///
 /// Used to read capabilities through a caller-supplied RDMSR and to name an
 /// MSR in errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
 pub enum VmxMsr {
-    /// IA32_VMX_BASIC (0x480), A.1.
+    /// `IA32_VMX_BASIC` (0x480), A.1.
     Basic = IA32_VMX_BASIC,
-    /// IA32_VMX_PINBASED_CTLS (0x481), A.3.1.
+    /// `IA32_VMX_PINBASED_CTLS` (0x481), A.3.1.
     PinBasedCtls = IA32_VMX_PINBASED_CTLS,
-    /// IA32_VMX_PROCBASED_CTLS (0x482), A.3.2.
+    /// `IA32_VMX_PROCBASED_CTLS` (0x482), A.3.2.
     ProcBasedCtls = IA32_VMX_PROCBASED_CTLS,
-    /// IA32_VMX_EXIT_CTLS (0x483), A.4.1.
+    /// `IA32_VMX_EXIT_CTLS` (0x483), A.4.1.
     ExitCtls = IA32_VMX_EXIT_CTLS,
-    /// IA32_VMX_ENTRY_CTLS (0x484), A.5.
+    /// `IA32_VMX_ENTRY_CTLS` (0x484), A.5.
     EntryCtls = IA32_VMX_ENTRY_CTLS,
-    /// IA32_VMX_MISC (0x485), A.6.
+    /// `IA32_VMX_MISC` (0x485), A.6.
     Misc = IA32_VMX_MISC,
-    /// IA32_VMX_CR0_FIXED0 (0x486), A.7.
+    /// `IA32_VMX_CR0_FIXED0` (0x486), A.7.
     Cr0Fixed0 = IA32_VMX_CR0_FIXED0,
-    /// IA32_VMX_CR0_FIXED1 (0x487), A.7.
+    /// `IA32_VMX_CR0_FIXED1` (0x487), A.7.
     Cr0Fixed1 = IA32_VMX_CR0_FIXED1,
-    /// IA32_VMX_CR4_FIXED0 (0x488), A.8.
+    /// `IA32_VMX_CR4_FIXED0` (0x488), A.8.
     Cr4Fixed0 = IA32_VMX_CR4_FIXED0,
-    /// IA32_VMX_CR4_FIXED1 (0x489), A.8.
+    /// `IA32_VMX_CR4_FIXED1` (0x489), A.8.
     Cr4Fixed1 = IA32_VMX_CR4_FIXED1,
-    /// IA32_VMX_VMCS_ENUM (0x48A), A.9.
+    /// `IA32_VMX_VMCS_ENUM` (0x48A), A.9.
     VmcsEnum = IA32_VMX_VMCS_ENUM,
-    /// IA32_VMX_PROCBASED_CTLS2 (0x48B), A.3.3.
+    /// `IA32_VMX_PROCBASED_CTLS2` (0x48B), A.3.3.
     ProcBasedCtls2 = IA32_VMX_PROCBASED_CTLS2,
-    /// IA32_VMX_EPT_VPID_CAP (0x48C), A.10.
+    /// `IA32_VMX_EPT_VPID_CAP` (0x48C), A.10.
     EptVpidCap = IA32_VMX_EPT_VPID_CAP,
-    /// IA32_VMX_TRUE_PINBASED_CTLS (0x48D), A.3.1.
+    /// `IA32_VMX_TRUE_PINBASED_CTLS` (0x48D), A.3.1.
     TruePinBasedCtls = IA32_VMX_TRUE_PINBASED_CTLS,
-    /// IA32_VMX_TRUE_PROCBASED_CTLS (0x48E), A.3.2.
+    /// `IA32_VMX_TRUE_PROCBASED_CTLS` (0x48E), A.3.2.
     TrueProcBasedCtls = IA32_VMX_TRUE_PROCBASED_CTLS,
-    /// IA32_VMX_TRUE_EXIT_CTLS (0x48F), A.4.1.
+    /// `IA32_VMX_TRUE_EXIT_CTLS` (0x48F), A.4.1.
     TrueExitCtls = IA32_VMX_TRUE_EXIT_CTLS,
-    /// IA32_VMX_TRUE_ENTRY_CTLS (0x490), A.5.
+    /// `IA32_VMX_TRUE_ENTRY_CTLS` (0x490), A.5.
     TrueEntryCtls = IA32_VMX_TRUE_ENTRY_CTLS,
-    /// IA32_VMX_VMFUNC (0x491), A.11.
+    /// `IA32_VMX_VMFUNC` (0x491), A.11.
     VmFunc = IA32_VMX_VMFUNC,
-    /// IA32_VMX_PROCBASED_CTLS3 (0x492), A.3.4.
+    /// `IA32_VMX_PROCBASED_CTLS3` (0x492), A.3.4.
     ProcBasedCtls3 = IA32_VMX_PROCBASED_CTLS3,
-    /// IA32_VMX_EXIT_CTLS2 (0x493), A.4.2.
+    /// `IA32_VMX_EXIT_CTLS2` (0x493), A.4.2.
     ExitCtls2 = IA32_VMX_EXIT_CTLS2,
 }
 

@@ -1,2 +1,8 @@
 //! `hv-host`: hv on Linux.
+//!
+//! Today this crate holds the logic behind the `hv` command-line tool:
+//! [`explain`] decodes VMX values for people. The KVM shim and the sandboxes
+//! arrive with their issues.
 #![deny(missing_docs)]
+
+pub mod explain;

@@ -1,18 +1,597 @@
-//! (being written)
-#![allow(missing_docs, clippy::missing_errors_doc, unused_variables)]
+//! Checks on the host-state area (SDM Vol. 3C 27.2.2-27.2.4): host control
+//! registers and MSRs, host segment and descriptor-table registers, and the
+//! rules tied to the host's address-space size.
+//!
+//! A failure makes VMLAUNCH/VMRESUME fail with VMfailValid(8), "VM entry
+//! with invalid host-state field(s)". [`check_host_state`] runs the checks
+//! in SDM order and reports the first that fails. It assumes a processor
+//! that supports Intel 64 architecture.
+//!
+//! # Checks not performed here
+//!
+//! - CR3 bits 62:61 under linear-address masking (LAM): [`EntryContext`]
+//!   does not say whether LAM is supported, so every CR3 bit at or above
+//!   MAXPHYADDR is treated as reserved, as on processors without LAM.
+//! - `IA32_PERF_GLOBAL_CTRL`: which bits are reserved depends on the number
+//!   of general-purpose and fixed counters (CPUID leaf 0AH), which the
+//!   capability MSRs do not report. Only bits 63:49 are treated as
+//!   reserved: bits 31:0 enable general-purpose counters, bits 47:32 fixed
+//!   counters and bit 48 `PERF_METRICS` on some processors
+//!   ([`PERF_GLOBAL_CTRL_RESERVED`]).
+//! - `IA32_EFER`: only the bits defined on Intel processors (SCE, LME, LMA,
+//!   NXE) are treated as allowed; whether NXE is supported (CPUID) is not
+//!   checked.
+//! - The FRED host-state checks ("load `IA32_FRED`" secondary exit control)
+//!   and the alignment of the host SSP: not confirmed against the current
+//!   SDM text, so not enforced.
+
 use super::EntryContext;
 use crate::capabilities::VmxCapabilities;
-use crate::vmcs::VmcsRead;
+use crate::controls::{ControlWord, EntryControls, ExitControls};
+use crate::vmcs::{VmcsField, VmcsRead};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HostCheck {}
+/// The bits of host `IA32_PERF_GLOBAL_CTRL` treated as reserved when "load
+/// `IA32_PERF_GLOBAL_CTRL`" is 1: 63:49 (see the module docs).
+pub const PERF_GLOBAL_CTRL_RESERVED: u64 = !((1 << 49) - 1);
 
-impl HostCheck {
-    pub const fn sdm_section(&self) -> &'static str {
-        match *self {}
+/// The bits of `IA32_EFER` an Intel processor may have set: SCE (0), LME (8),
+/// LMA (10), NXE (11) (SDM Vol. 3A 2.2.1, Table 2-1); all others are
+/// reserved.
+pub const EFER_DEFINED: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+
+const EFER_SCE: u64 = 1 << 0;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+const CR0_WP: u64 = 1 << 16;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_PCIDE: u64 = 1 << 17;
+const CR4_CET: u64 = 1 << 23;
+/// `IA32_S_CET` bits 9:6: reserved (SDM Vol. 1 17.2.3 / Vol. 4).
+const S_CET_RESERVED: u64 = 0x3c0;
+/// `IA32_S_CET` bit 10: SUPPRESS.
+const S_CET_SUPPRESS: u64 = 1 << 10;
+/// `IA32_S_CET` bit 11: TRACKER (`WAIT_FOR_ENDBRANCH`).
+const S_CET_TRACKER: u64 = 1 << 11;
+
+/// A host segment register whose selector the checks look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostSegment {
+    /// ES.
+    Es,
+    /// CS.
+    Cs,
+    /// SS.
+    Ss,
+    /// DS.
+    Ds,
+    /// FS.
+    Fs,
+    /// GS.
+    Gs,
+    /// TR.
+    Tr,
+}
+
+impl HostSegment {
+    /// The register name, e.g. `"CS"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Es => "ES",
+            Self::Cs => "CS",
+            Self::Ss => "SS",
+            Self::Ds => "DS",
+            Self::Fs => "FS",
+            Self::Gs => "GS",
+            Self::Tr => "TR",
+        }
     }
 }
 
-pub fn check_host_state<V: VmcsRead + ?Sized>(vmcs: &V, caps: &VmxCapabilities, context: &EntryContext) -> Result<(), HostCheck> {
+impl core::fmt::Display for HostSegment {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A host register whose base address must be canonical.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostBase {
+    /// FS base.
+    Fs,
+    /// GS base.
+    Gs,
+    /// GDTR base.
+    Gdtr,
+    /// IDTR base.
+    Idtr,
+    /// TR base.
+    Tr,
+}
+
+impl HostBase {
+    /// The register name, e.g. `"GDTR"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Fs => "FS",
+            Self::Gs => "GS",
+            Self::Gdtr => "GDTR",
+            Self::Idtr => "IDTR",
+            Self::Tr => "TR",
+        }
+    }
+}
+
+impl core::fmt::Display for HostBase {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A failed check on the host-state area (SDM 27.2.2-27.2.4), naming the
+/// SDM rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HostCheck {
+    // ---- SDM 27.2.2: host control registers and MSRs --------------------
+    /// Host CR0 sets a bit to a value not supported in VMX operation
+    /// (`IA32_VMX_CR0_FIXED0`/FIXED1).
+    #[error("host CR0 {value:#x} sets bit {bit} to a value not supported in VMX operation (must be {})", u8::from(*must_be_one))]
+    Cr0NotSupportedInVmx {
+        /// The host CR0 field.
+        value: u64,
+        /// The lowest offending bit.
+        bit: u32,
+        /// Whether the bit must be 1 (else it must be 0).
+        must_be_one: bool,
+    },
+    /// Host CR4 sets a bit to a value not supported in VMX operation
+    /// (`IA32_VMX_CR4_FIXED0`/FIXED1).
+    #[error("host CR4 {value:#x} sets bit {bit} to a value not supported in VMX operation (must be {})", u8::from(*must_be_one))]
+    Cr4NotSupportedInVmx {
+        /// The host CR4 field.
+        value: u64,
+        /// The lowest offending bit.
+        bit: u32,
+        /// Whether the bit must be 1 (else it must be 0).
+        must_be_one: bool,
+    },
+    /// Host CR4.CET = 1 but CR0.WP = 0.
+    #[error("host CR0.WP must be 1 when host CR4.CET is 1")]
+    CetWithoutWriteProtect,
+    /// Host CR3 sets bits beyond MAXPHYADDR.
+    #[error("host CR3 {value:#x} sets bits beyond the physical-address width")]
+    Cr3BeyondPhysicalAddressWidth {
+        /// The host CR3 field.
+        value: u64,
+    },
+    /// Host `IA32_SYSENTER_ESP` is not canonical.
+    #[error("host IA32_SYSENTER_ESP {address:#x} must be canonical")]
+    SysenterEspNotCanonical {
+        /// The field.
+        address: u64,
+    },
+    /// Host `IA32_SYSENTER_EIP` is not canonical.
+    #[error("host IA32_SYSENTER_EIP {address:#x} must be canonical")]
+    SysenterEipNotCanonical {
+        /// The field.
+        address: u64,
+    },
+    /// "load CET state" = 1 and host `IA32_S_CET` is not canonical.
+    #[error("host IA32_S_CET {value:#x} must be canonical")]
+    SCetNotCanonical {
+        /// The field.
+        value: u64,
+    },
+    /// "load CET state" = 1 and host `IA32_S_CET` sets reserved bits 9:6.
+    #[error("host IA32_S_CET {value:#x} sets reserved bits 9:6")]
+    SCetReservedBits {
+        /// The field.
+        value: u64,
+    },
+    /// "load CET state" = 1 and host `IA32_S_CET` sets both SUPPRESS (bit 10)
+    /// and TRACKER (bit 11).
+    #[error("host IA32_S_CET {value:#x} must not set both SUPPRESS and TRACKER")]
+    SCetSuppressWithTracker {
+        /// The field.
+        value: u64,
+    },
+    /// "load CET state" = 1 and host `IA32_INTERRUPT_SSP_TABLE_ADDR` is not
+    /// canonical.
+    #[error("host IA32_INTERRUPT_SSP_TABLE_ADDR {address:#x} must be canonical")]
+    InterruptSspTableAddressNotCanonical {
+        /// The field.
+        address: u64,
+    },
+    /// "load `IA32_PERF_GLOBAL_CTRL`" = 1 and the field sets reserved bits
+    /// ([`PERF_GLOBAL_CTRL_RESERVED`]).
+    #[error("host IA32_PERF_GLOBAL_CTRL {value:#x} sets reserved bits")]
+    PerfGlobalCtrlReservedBits {
+        /// The field.
+        value: u64,
+    },
+    /// "load `IA32_PAT`" = 1 and a PAT entry is not a valid memory type (0, 1,
+    /// 4, 5, 6 or 7).
+    #[error("host IA32_PAT entry {entry} has invalid memory type {memory_type}")]
+    PatInvalidMemoryType {
+        /// The entry index (0-7).
+        entry: u8,
+        /// The entry's value.
+        memory_type: u8,
+    },
+    /// "load `IA32_EFER`" = 1 and host `IA32_EFER` sets reserved bits.
+    #[error("host IA32_EFER {value:#x} sets reserved bits")]
+    EferReservedBits {
+        /// The field.
+        value: u64,
+    },
+    /// "load `IA32_EFER`" = 1 and EFER.LMA differs from "host address-space
+    /// size".
+    #[error("host IA32_EFER.LMA must equal \"host address-space size\" ({})", u8::from(*host_address_space_size))]
+    EferLmaMismatch {
+        /// The "host address-space size" exit control.
+        host_address_space_size: bool,
+    },
+    /// "load `IA32_EFER`" = 1 and EFER.LME differs from "host address-space
+    /// size".
+    #[error("host IA32_EFER.LME must equal \"host address-space size\" ({})", u8::from(*host_address_space_size))]
+    EferLmeMismatch {
+        /// The "host address-space size" exit control.
+        host_address_space_size: bool,
+    },
+    /// "load PKRS" = 1 and bits 63:32 of host `IA32_PKRS` are not 0.
+    #[error("bits 63:32 of host IA32_PKRS {value:#x} must be 0")]
+    PkrsReservedBits {
+        /// The field.
+        value: u64,
+    },
+
+    // ---- SDM 27.2.3: host segment and descriptor-table registers --------
+    /// A host selector has RPL or TI set.
+    #[error("host {register} selector {selector:#x} must have RPL and TI 0")]
+    SelectorRplOrTiSet {
+        /// The register.
+        register: HostSegment,
+        /// The selector.
+        selector: u16,
+    },
+    /// The host CS selector is 0000H.
+    #[error("host CS selector must not be 0000H")]
+    CsSelectorNull,
+    /// The host TR selector is 0000H.
+    #[error("host TR selector must not be 0000H")]
+    TrSelectorNull,
+    /// The host SS selector is 0000H while "host address-space size" is 0.
+    #[error("host SS selector must not be 0000H when \"host address-space size\" is 0")]
+    SsSelectorNullWith32BitHost,
+    /// A host base address is not canonical.
+    #[error("host {register} base {base:#x} must be canonical")]
+    BaseNotCanonical {
+        /// The register.
+        register: HostBase,
+        /// The base address.
+        base: u64,
+    },
+
+    // ---- SDM 27.2.4: address-space size ---------------------------------
+    /// The processor is in IA-32e mode but "host address-space size" is 0.
+    #[error("\"host address-space size\" must be 1 when VM entry is executed in IA-32e mode")]
+    HostAddressSpaceSizeZeroInIa32eMode,
+    /// The processor is outside IA-32e mode but "IA-32e mode guest" is 1.
+    #[error("\"IA-32e mode guest\" must be 0 when VM entry is executed outside IA-32e mode")]
+    Ia32eModeGuestOutsideIa32eMode,
+    /// The processor is outside IA-32e mode but "host address-space size"
+    /// is 1.
+    #[error("\"host address-space size\" must be 0 when VM entry is executed outside IA-32e mode")]
+    HostAddressSpaceSizeOneOutsideIa32eMode,
+    /// "host address-space size" = 0 but host CR4.PCIDE = 1.
+    #[error("host CR4.PCIDE must be 0 when \"host address-space size\" is 0")]
+    PcideWith32BitHost,
+    /// "host address-space size" = 0 but host RIP bits 63:32 are not 0.
+    #[error("bits 63:32 of host RIP {rip:#x} must be 0 when \"host address-space size\" is 0")]
+    RipHighBitsWith32BitHost {
+        /// The host RIP field.
+        rip: u64,
+    },
+    /// "host address-space size" = 0, "load CET state" = 1 and bits 63:32
+    /// of host `IA32_S_CET` or SSP are not 0.
+    #[error(
+        "bits 63:32 of host {register} {value:#x} must be 0 when \"host address-space size\" is 0"
+    )]
+    CetStateHighBitsWith32BitHost {
+        /// `"IA32_S_CET"` or `"SSP"`.
+        register: &'static str,
+        /// The field.
+        value: u64,
+    },
+    /// "host address-space size" = 1 but host CR4.PAE = 0.
+    #[error("host CR4.PAE must be 1 when \"host address-space size\" is 1")]
+    PaeClearWith64BitHost,
+    /// "host address-space size" = 1 but host RIP is not canonical.
+    #[error("host RIP {rip:#x} must be canonical when \"host address-space size\" is 1")]
+    RipNotCanonical {
+        /// The host RIP field.
+        rip: u64,
+    },
+    /// "host address-space size" = 1, "load CET state" = 1 and host SSP is
+    /// not canonical.
+    #[error("host SSP {ssp:#x} must be canonical when \"host address-space size\" is 1")]
+    SspNotCanonical {
+        /// The host SSP field.
+        ssp: u64,
+    },
+}
+
+impl HostCheck {
+    /// The SDM section that states the failed rule: `"27.2.2"`, `"27.2.3"`
+    /// or `"27.2.4"`.
+    pub const fn sdm_section(&self) -> &'static str {
+        match self {
+            Self::Cr0NotSupportedInVmx { .. }
+            | Self::Cr4NotSupportedInVmx { .. }
+            | Self::CetWithoutWriteProtect
+            | Self::Cr3BeyondPhysicalAddressWidth { .. }
+            | Self::SysenterEspNotCanonical { .. }
+            | Self::SysenterEipNotCanonical { .. }
+            | Self::SCetNotCanonical { .. }
+            | Self::SCetReservedBits { .. }
+            | Self::SCetSuppressWithTracker { .. }
+            | Self::InterruptSspTableAddressNotCanonical { .. }
+            | Self::PerfGlobalCtrlReservedBits { .. }
+            | Self::PatInvalidMemoryType { .. }
+            | Self::EferReservedBits { .. }
+            | Self::EferLmaMismatch { .. }
+            | Self::EferLmeMismatch { .. }
+            | Self::PkrsReservedBits { .. } => "27.2.2",
+            Self::SelectorRplOrTiSet { .. }
+            | Self::CsSelectorNull
+            | Self::TrSelectorNull
+            | Self::SsSelectorNullWith32BitHost
+            | Self::BaseNotCanonical { .. } => "27.2.3",
+            Self::HostAddressSpaceSizeZeroInIa32eMode
+            | Self::Ia32eModeGuestOutsideIa32eMode
+            | Self::HostAddressSpaceSizeOneOutsideIa32eMode
+            | Self::PcideWith32BitHost
+            | Self::RipHighBitsWith32BitHost { .. }
+            | Self::CetStateHighBitsWith32BitHost { .. }
+            | Self::PaeClearWith64BitHost
+            | Self::RipNotCanonical { .. }
+            | Self::SspNotCanonical { .. } => "27.2.4",
+        }
+    }
+}
+
+/// Whether `memory_type` is a valid PAT entry: UC (0), WC (1), WT (4),
+/// WP (5), WB (6) or UC- (7) (SDM 27.2.2; Vol. 3A 13.12.2).
+const fn is_valid_pat_memory_type(memory_type: u8) -> bool {
+    matches!(memory_type, 0 | 1 | 4..=7)
+}
+
+/// Runs every check on the host-state area (SDM 27.2.2-27.2.4), in SDM
+/// order.
+///
+/// # Errors
+///
+/// The first failed check, as a [`HostCheck`].
+pub fn check_host_state<V: VmcsRead + ?Sized>(
+    vmcs: &V,
+    caps: &VmxCapabilities,
+    context: &EntryContext,
+) -> Result<(), HostCheck> {
+    let exit = ExitControls::from_raw(vmcs.read_field(VmcsField::PrimaryVmExitControls));
+    check_control_registers_and_msrs(vmcs, caps, context, exit)?;
+    check_segment_registers(vmcs, context, exit)?;
+    check_address_space_size(vmcs, context, exit)
+}
+
+/// SDM 27.2.2: host control registers and MSRs.
+fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
+    vmcs: &V,
+    caps: &VmxCapabilities,
+    context: &EntryContext,
+    exit: ExitControls,
+) -> Result<(), HostCheck> {
+    let cr0 = vmcs.read_field(VmcsField::HostCr0);
+    if let Some(violation) = caps.cr0_fixed.first_violation(cr0) {
+        return Err(HostCheck::Cr0NotSupportedInVmx {
+            value: cr0,
+            bit: violation.bit,
+            must_be_one: violation.required,
+        });
+    }
+    let cr4 = vmcs.read_field(VmcsField::HostCr4);
+    if let Some(violation) = caps.cr4_fixed.first_violation(cr4) {
+        return Err(HostCheck::Cr4NotSupportedInVmx {
+            value: cr4,
+            bit: violation.bit,
+            must_be_one: violation.required,
+        });
+    }
+    if cr4 & CR4_CET != 0 && cr0 & CR0_WP == 0 {
+        return Err(HostCheck::CetWithoutWriteProtect);
+    }
+    let cr3 = vmcs.read_field(VmcsField::HostCr3);
+    if !context.is_valid_physical(cr3) {
+        return Err(HostCheck::Cr3BeyondPhysicalAddressWidth { value: cr3 });
+    }
+
+    let address = vmcs.read_field(VmcsField::HostSysenterEsp);
+    if !context.is_canonical(address) {
+        return Err(HostCheck::SysenterEspNotCanonical { address });
+    }
+    let address = vmcs.read_field(VmcsField::HostSysenterEip);
+    if !context.is_canonical(address) {
+        return Err(HostCheck::SysenterEipNotCanonical { address });
+    }
+
+    if exit.contains(ExitControls::LOAD_CET_STATE) {
+        let value = vmcs.read_field(VmcsField::HostSCet);
+        if !context.is_canonical(value) {
+            return Err(HostCheck::SCetNotCanonical { value });
+        }
+        if value & S_CET_RESERVED != 0 {
+            return Err(HostCheck::SCetReservedBits { value });
+        }
+        if value & (S_CET_SUPPRESS | S_CET_TRACKER) == S_CET_SUPPRESS | S_CET_TRACKER {
+            return Err(HostCheck::SCetSuppressWithTracker { value });
+        }
+        let address = vmcs.read_field(VmcsField::HostInterruptSspTableAddress);
+        if !context.is_canonical(address) {
+            return Err(HostCheck::InterruptSspTableAddressNotCanonical { address });
+        }
+    }
+
+    if exit.contains(ExitControls::LOAD_IA32_PERF_GLOBAL_CTRL) {
+        let value = vmcs.read_field(VmcsField::HostPerfGlobalCtrl);
+        if value & PERF_GLOBAL_CTRL_RESERVED != 0 {
+            return Err(HostCheck::PerfGlobalCtrlReservedBits { value });
+        }
+    }
+
+    if exit.contains(ExitControls::LOAD_IA32_PAT) {
+        let pat = vmcs.read_field(VmcsField::HostPat);
+        for (entry, memory_type) in (0u8..).zip(pat.to_le_bytes()) {
+            if !is_valid_pat_memory_type(memory_type) {
+                return Err(HostCheck::PatInvalidMemoryType { entry, memory_type });
+            }
+        }
+    }
+
+    if exit.contains(ExitControls::LOAD_IA32_EFER) {
+        let value = vmcs.read_field(VmcsField::HostEfer);
+        if value & !EFER_DEFINED != 0 {
+            return Err(HostCheck::EferReservedBits { value });
+        }
+        let host_address_space_size = exit.contains(ExitControls::HOST_ADDRESS_SPACE_SIZE);
+        if (value & EFER_LMA != 0) != host_address_space_size {
+            return Err(HostCheck::EferLmaMismatch {
+                host_address_space_size,
+            });
+        }
+        if (value & EFER_LME != 0) != host_address_space_size {
+            return Err(HostCheck::EferLmeMismatch {
+                host_address_space_size,
+            });
+        }
+    }
+
+    if exit.contains(ExitControls::LOAD_PKRS) {
+        let value = vmcs.read_field(VmcsField::HostPkrs);
+        if value >> 32 != 0 {
+            return Err(HostCheck::PkrsReservedBits { value });
+        }
+    }
+    Ok(())
+}
+
+/// SDM 27.2.3: host segment and descriptor-table registers.
+fn check_segment_registers<V: VmcsRead + ?Sized>(
+    vmcs: &V,
+    context: &EntryContext,
+    exit: ExitControls,
+) -> Result<(), HostCheck> {
+    let selectors = [
+        (HostSegment::Es, VmcsField::HostEsSelector),
+        (HostSegment::Cs, VmcsField::HostCsSelector),
+        (HostSegment::Ss, VmcsField::HostSsSelector),
+        (HostSegment::Ds, VmcsField::HostDsSelector),
+        (HostSegment::Fs, VmcsField::HostFsSelector),
+        (HostSegment::Gs, VmcsField::HostGsSelector),
+        (HostSegment::Tr, VmcsField::HostTrSelector),
+    ];
+    for (register, field) in selectors {
+        let selector = vmcs.read_field(field) as u16;
+        // Bits 1:0 are the RPL, bit 2 the table indicator.
+        if selector & 0x7 != 0 {
+            return Err(HostCheck::SelectorRplOrTiSet { register, selector });
+        }
+    }
+    if vmcs.read_field(VmcsField::HostCsSelector) == 0 {
+        return Err(HostCheck::CsSelectorNull);
+    }
+    if vmcs.read_field(VmcsField::HostTrSelector) == 0 {
+        return Err(HostCheck::TrSelectorNull);
+    }
+    if !exit.contains(ExitControls::HOST_ADDRESS_SPACE_SIZE)
+        && vmcs.read_field(VmcsField::HostSsSelector) == 0
+    {
+        return Err(HostCheck::SsSelectorNullWith32BitHost);
+    }
+    let bases = [
+        (HostBase::Fs, VmcsField::HostFsBase),
+        (HostBase::Gs, VmcsField::HostGsBase),
+        (HostBase::Gdtr, VmcsField::HostGdtrBase),
+        (HostBase::Idtr, VmcsField::HostIdtrBase),
+        (HostBase::Tr, VmcsField::HostTrBase),
+    ];
+    for (register, field) in bases {
+        let base = vmcs.read_field(field);
+        if !context.is_canonical(base) {
+            return Err(HostCheck::BaseNotCanonical { register, base });
+        }
+    }
+    Ok(())
+}
+
+/// SDM 27.2.4: checks related to address-space size.
+fn check_address_space_size<V: VmcsRead + ?Sized>(
+    vmcs: &V,
+    context: &EntryContext,
+    exit: ExitControls,
+) -> Result<(), HostCheck> {
+    let entry = EntryControls::from_raw(vmcs.read_field(VmcsField::VmEntryControls));
+    let host_64_bit = exit.contains(ExitControls::HOST_ADDRESS_SPACE_SIZE);
+    let ia32e_guest = entry.contains(EntryControls::IA32E_MODE_GUEST);
+    let load_cet = exit.contains(ExitControls::LOAD_CET_STATE);
+
+    if context.in_ia32e_mode {
+        if !host_64_bit {
+            return Err(HostCheck::HostAddressSpaceSizeZeroInIa32eMode);
+        }
+    } else {
+        if ia32e_guest {
+            return Err(HostCheck::Ia32eModeGuestOutsideIa32eMode);
+        }
+        if host_64_bit {
+            return Err(HostCheck::HostAddressSpaceSizeOneOutsideIa32eMode);
+        }
+    }
+
+    let cr4 = vmcs.read_field(VmcsField::HostCr4);
+    let rip = vmcs.read_field(VmcsField::HostRip);
+    if host_64_bit {
+        if cr4 & CR4_PAE == 0 {
+            return Err(HostCheck::PaeClearWith64BitHost);
+        }
+        if !context.is_canonical(rip) {
+            return Err(HostCheck::RipNotCanonical { rip });
+        }
+        if load_cet {
+            let ssp = vmcs.read_field(VmcsField::HostSsp);
+            if !context.is_canonical(ssp) {
+                return Err(HostCheck::SspNotCanonical { ssp });
+            }
+        }
+    } else {
+        // "IA-32e mode guest" must also be 0 here; with the rules above that
+        // is already checked (a 32-bit host means VM entry outside IA-32e
+        // mode, where the guest control was required to be 0).
+        if cr4 & CR4_PCIDE != 0 {
+            return Err(HostCheck::PcideWith32BitHost);
+        }
+        if rip >> 32 != 0 {
+            return Err(HostCheck::RipHighBitsWith32BitHost { rip });
+        }
+        if load_cet {
+            for (register, field) in [
+                ("IA32_S_CET", VmcsField::HostSCet),
+                ("SSP", VmcsField::HostSsp),
+            ] {
+                let value = vmcs.read_field(field);
+                if value >> 32 != 0 {
+                    return Err(HostCheck::CetStateHighBitsWith32BitHost { register, value });
+                }
+            }
+        }
+    }
     Ok(())
 }

@@ -62,8 +62,15 @@ impl EntryContext {
 
     /// Whether `address` is canonical for the linear-address width: bits
     /// 63:width-1 all equal (SDM 3.3.7.1).
+    /// A width outside 1..=64 is treated as 64 (every address canonical)
+    /// rather than trusted as a shift count.
     pub const fn is_canonical(&self, address: u64) -> bool {
-        let shift = 64 - self.linear_address_width as u32;
+        let width = self.linear_address_width as u32;
+        if width == 0 || width >= 64 {
+            return true;
+        }
+        let shift = 64 - width;
+        // Sign-extend from bit width-1 and compare.
         (((address << shift) as i64) >> shift) as u64 == address
     }
 }

@@ -1,2 +1,152 @@
 //! The `hv` command-line tool.
-fn main() {}
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hv_host::explain::{self, ExplainError, Explanation};
+
+/// hv: a nested-capable x86-64 hypervisor, shaped as libraries.
+#[derive(Debug, Parser)]
+#[command(name = "hv", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode VMX values: VMCS fields, exit reasons and qualifications,
+    /// VM-instruction errors, EPTPs and EPT entries.
+    Explain {
+        #[command(subcommand)]
+        what: ExplainCommand,
+    },
+    /// A walk through hv explain on real values (the sandbox demo replaces
+    /// it when hv-host gains sandboxes).
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExplainCommand {
+    /// A VMCS field by name (GUEST_CR0) or encoding (0x6800), or every field.
+    Vmcs {
+        /// Field name or encoding; omit with --all.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        field: Option<String>,
+        /// List every field of SDM Appendix B.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A VM-exit reason (number or name) with its qualification and
+    /// instruction information.
+    Exit {
+        /// Basic exit reason (e.g. 48) or a full exit-reason word
+        /// (e.g. 0x80000021), or a name (ept-violation).
+        reason: String,
+        /// The exit qualification.
+        #[arg(long, short = 'q')]
+        qualification: Option<String>,
+        /// The VM-exit instruction-information field.
+        #[arg(long, short = 'i')]
+        instruction_info: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A VM-instruction error number (SDM 31.4).
+    VmError {
+        /// The error number (1..=28).
+        number: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An EPT pointer (SDM 25.6.11).
+    Eptp {
+        /// The EPTP value.
+        value: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An EPT paging-structure entry (SDM 29.3.2).
+    EptEntry {
+        /// The entry value.
+        value: String,
+        /// Level: 1 = PTE, 2 = PDE, 3 = PDPTE, 4 = PML4E, 5 = PML5E.
+        #[arg(long, short = 'l')]
+        level: u8,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Explain { what } => run_explain(what),
+        Command::Demo => demo(),
+    }
+}
+
+fn run_explain(what: ExplainCommand) -> ExitCode {
+    let (result, json) = match what {
+        ExplainCommand::Vmcs { field: None, json, .. } => (Ok(explain::vmcs_all()), json),
+        ExplainCommand::Vmcs { field: Some(field), json, .. } => (explain::vmcs_field(&field), json),
+        ExplainCommand::Exit { reason, qualification, instruction_info, json } => {
+            (explain::exit(&reason, qualification.as_deref(), instruction_info.as_deref()), json)
+        }
+        ExplainCommand::VmError { number, json } => (explain::vm_error(&number), json),
+        ExplainCommand::Eptp { value, json } => (explain::eptp(&value), json),
+        ExplainCommand::EptEntry { value, level, json } => (explain::ept_entry(&value, level), json),
+    };
+    match result {
+        Ok(explanation) => {
+            print(&explanation, json);
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error),
+    }
+}
+
+fn print(explanation: &Explanation, json: bool) {
+    if json {
+        println!("{}", explanation.json);
+    } else {
+        println!("{}", explanation.text);
+    }
+}
+
+/// Bad input: a clear message and exit status 2 (the status clap uses for
+/// usage errors).
+fn fail(error: &ExplainError) -> ExitCode {
+    eprintln!("hv: {error}");
+    ExitCode::from(2)
+}
+
+/// `hv demo`: decodes a realistic sequence of values a hypervisor author
+/// meets when an L2 guest touches unmapped memory and L1 misconfigures a
+/// VMCS.
+fn demo() -> ExitCode {
+    let steps: [(&str, Result<Explanation, ExplainError>); 7] = [
+        ("The field L1 reads to learn why its VMLAUNCH failed", explain::vmcs_field("VM_INSTRUCTION_ERROR")),
+        ("L1 set a reserved control bit: VMLAUNCH fails with error 7", explain::vm_error("7")),
+        ("L2 reads unmapped memory: EPT violation, read access, linear address valid", explain::exit("48", Some("0x181"), None)),
+        ("L2 writes CR3 from RAX", explain::exit("28", Some("0x3"), None)),
+        ("L2 does `out dx, al` to port 0xe9", explain::exit("30", Some("0xe90000"), None)),
+        ("The EPTP hv builds: write-back, 4-level walk, accessed/dirty flags on", explain::eptp("0x105e")),
+        ("A 2 MiB EPT leaf: read/write/execute, write-back, large page", explain::ept_entry("0x2000b7", 2)),
+    ];
+    for (title, result) in steps {
+        println!("# {title}");
+        match result {
+            Ok(explanation) => println!("{}\n", explanation.text),
+            Err(error) => return fail(&error),
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -9,7 +9,7 @@
 //! Run: `cargo bench -p hv-benches --bench arch`.
 
 use hv_arch_vmx::capabilities::VmxCapabilities;
-use hv_arch_vmx::checks::{baseline, check_vm_entry, EntryContext};
+use hv_arch_vmx::checks::{EntryContext, baseline, check_vm_entry};
 use hv_arch_vmx::vmcs::{FieldAccess, VmcsField};
 use hv_benches::{report, time};
 use std::hint::black_box;
@@ -18,13 +18,27 @@ fn main() {
     let caps = VmxCapabilities::bochs_skylake_x();
     let image = baseline::long_mode_guest(&caps);
     let context = EntryContext::new(46, 0x1000);
-    assert_eq!(check_vm_entry(&image, &caps, &context), Ok(()), "the baseline must pass");
+    assert_eq!(
+        check_vm_entry(&image, &caps, &context),
+        Ok(()),
+        "the baseline must pass"
+    );
 
     let copy = time(51, 20_000, || black_box(&image).clone());
-    let checks = time(51, 20_000, || check_vm_entry(black_box(&image), &caps, &context));
-    report("VM-entry checks (passing VMCS12)", checks, "VMCS12 image copy", copy);
+    let checks = time(51, 20_000, || {
+        check_vm_entry(black_box(&image), &caps, &context)
+    });
+    report(
+        "VM-entry checks (passing VMCS12)",
+        checks,
+        "VMCS12 image copy",
+        copy,
+    );
 
-    let encodings: Vec<u64> = VmcsField::ALL.iter().map(|f| u64::from(f.encoding())).collect();
+    let encodings: Vec<u64> = VmcsField::ALL
+        .iter()
+        .map(|f| u64::from(f.encoding()))
+        .collect();
     let mut i = 0;
     let load = time(51, 200_000, || {
         i = (i + 1) % encodings.len();
@@ -35,5 +49,10 @@ fn main() {
         j = (j + 1) % encodings.len();
         FieldAccess::decode(black_box(encodings[j])).map(|a| a.field.index())
     });
-    report("VMREAD/VMWRITE operand decode + index", decode, "array load", load);
+    report(
+        "VMREAD/VMWRITE operand decode + index",
+        decode,
+        "array load",
+        load,
+    );
 }

@@ -29,7 +29,9 @@ pub fn time<T>(batches: usize, calls: usize, mut operation: impl FnMut() -> T) -
         per_call.push(start.elapsed().as_nanos() as f64 / calls as f64);
     }
     per_call.sort_by(f64::total_cmp);
-    Timing { median_ns: per_call[per_call.len() / 2] }
+    Timing {
+        median_ns: per_call[per_call.len() / 2],
+    }
 }
 
 /// Prints one comparison row: the operation, its floor and the ratio.

@@ -4,7 +4,7 @@
 #![no_main]
 
 use hv_arch_vmx::capabilities::VmxCapabilities;
-use hv_arch_vmx::checks::{check_vm_entry, EntryContext};
+use hv_arch_vmx::checks::{EntryContext, check_vm_entry};
 use hv_arch_vmx::vmcs::{VmcsField, VmcsImage};
 use libfuzzer_sys::fuzz_target;
 
@@ -28,5 +28,8 @@ fuzz_target!(|data: &[u8]| {
     let context = EntryContext::new(46, 0x1000);
     let first = check_vm_entry(&image, &caps, &context);
     let second = check_vm_entry(&image.clone(), &caps, &context);
-    assert_eq!(first, second, "the checks are a pure function of their inputs");
+    assert_eq!(
+        first, second,
+        "the checks are a pure function of their inputs"
+    );
 });

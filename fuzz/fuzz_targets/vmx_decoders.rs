@@ -5,7 +5,10 @@
 
 use hv_arch_vmx::capabilities::VmxCapabilities;
 use hv_arch_vmx::ept::{EptEntry, EptLevel, EptWalkContext, Eptp};
-use hv_arch_vmx::exit::{ControlRegisterAccessQualification, EptViolationQualification, IoQualification, VmxInstructionInfo};
+use hv_arch_vmx::exit::{
+    ControlRegisterAccessQualification, EptViolationQualification, IoQualification,
+    VmxInstructionInfo,
+};
 use hv_arch_vmx::vmcs::FieldAccess;
 use libfuzzer_sys::fuzz_target;
 
@@ -24,8 +27,9 @@ fuzz_target!(|input: (u64, u32, u8)| {
     let _ = info.ldtr_tr();
     let caps = VmxCapabilities::bochs_skylake_x();
     let _ = Eptp::from_raw(value).validate(&caps, 46);
+    let mode_based_execute = level & 0x80 != 0;
     if let Some(level) = EptLevel::from_number(level % 6) {
-        let context = EptWalkContext::from_capabilities(&caps, 46, level & 1 == 1);
+        let context = EptWalkContext::from_capabilities(&caps, 46, mode_based_execute);
         let _ = EptEntry::from_raw(value).misconfiguration(level, &context);
     }
 });

@@ -127,6 +127,12 @@ impl VmxBasic {
     pub const fn entry_exception_error_code_relaxed(self) -> bool {
         bit(self.0, 56)
     }
+
+    /// Bit 58: FRED nested-exception support; bit 13 of the VM-entry
+    /// interruption-information field may then be 1 (SDM A.1).
+    pub const fn nested_exception(self) -> bool {
+        bit(self.0, 58)
+    }
 }
 
 /// The allowed settings of one control word (SDM A.3-A.5, A.11).

@@ -605,7 +605,7 @@ impl ExceptionVector {
 
     /// Whether delivering this exception pushes an error code: #DF, #TS, #NP,
     /// #SS, #GP, #PF, #AC and #CP (SDM Vol. 3A Table 6-1; the same set VM
-    /// entry checks for injected hardware exceptions, SDM 26.2.1.3).
+    /// entry checks for injected hardware exceptions, SDM 27.2.1.3).
     ///
     /// Judged on the vector number, so `Other(14)` counts as #PF. The AMD
     /// vectors #VC and #SX, which push error codes on AMD processors, are

@@ -658,6 +658,10 @@ pub enum EptpBuildError {
     /// The walk length is not 4 or 5.
     #[error("EPT walks have 4 or 5 levels, not {0}")]
     InvalidWalkLevels(u8),
+    /// The paging-structure memory type is not UC or WB, the only two an
+    /// EPTP may name (SDM 27.2.1.1).
+    #[error("EPT paging structures must be UC or WB, not {0:?}")]
+    InvalidMemoryType(EptMemoryType),
 }
 
 /// The extended-page-table pointer, a 64-bit VM-execution control field
@@ -694,8 +698,8 @@ impl Eptp {
     ///
     /// # Errors
     ///
-    /// [`EptpBuildError`] for a misaligned or too wide root, or a walk
-    /// length other than 4 or 5.
+    /// [`EptpBuildError`] for a misaligned or too wide root, a walk length
+    /// other than 4 or 5, or a memory type other than UC or WB.
     pub const fn new(
         root: u64,
         memory_type: EptMemoryType,
@@ -710,6 +714,12 @@ impl Eptp {
         }
         if levels != 4 && levels != 5 {
             return Err(EptpBuildError::InvalidWalkLevels(levels));
+        }
+        if !matches!(
+            memory_type,
+            EptMemoryType::Uncacheable | EptMemoryType::WriteBack
+        ) {
+            return Err(EptpBuildError::InvalidMemoryType(memory_type));
         }
         let ad = if accessed_dirty {
             Self::ACCESSED_DIRTY

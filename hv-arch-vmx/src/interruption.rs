@@ -80,7 +80,7 @@ impl InterruptionInfo {
     /// Bit 31: the field is valid.
     pub const VALID: u32 = 1 << 31;
     /// The bits VM entry requires to be 0 (bit 12 and bits 30:14); bit 13
-    /// is checked separately against `IA32_VMX_BASIC[58]` (SDM 26.2.1.3).
+    /// is checked separately against `IA32_VMX_BASIC[58]` (SDM 27.2.1.3).
     pub const ENTRY_RESERVED_MASK: u32 = 0x7FFF_D000;
     /// A field with the valid bit clear: no event.
     pub const INVALID: Self = Self(0);
@@ -201,7 +201,7 @@ bitflags::bitflags! {
 }
 
 impl Interruptibility {
-    /// Bits 31:5, which VM entry requires to be 0 (SDM 26.3.1.5).
+    /// Bits 31:5, which VM entry requires to be 0 (SDM 27.3.1.5).
     pub const RESERVED_MASK: u32 = !0x1F;
 
     /// Wraps a raw VMCS value, keeping reserved bits so checks can see them.

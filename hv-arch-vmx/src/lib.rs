@@ -15,6 +15,8 @@
 //!   INVEPT/INVVPID types and descriptors (SDM 29.3, 31.3).
 //! - [`msr`] and [`capabilities`]: the VMX capability MSRs (Appendix A) and
 //!   how to adjust a control word against them.
+//! - [`registers`]: CR0, CR4, EFER, RFLAGS, DR7, DEBUGCTL and CET bit sets
+//!   and the `IA32_PAT` validity rule (SDM Vol. 3A chapter 2).
 //! - [`checks`]: the VM-entry checks (SDM 27.2-27.3) as pure functions.
 //! - [`instructions`]: the VMX instructions themselves, as `unsafe fn`.
 //!
@@ -35,4 +37,5 @@ pub mod instructions;
 pub mod interruption;
 pub mod invalidation;
 pub mod msr;
+pub mod registers;
 pub mod vmcs;

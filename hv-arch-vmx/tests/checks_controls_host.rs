@@ -1878,11 +1878,16 @@ fn any_context() -> impl Strategy<Value = EntryContext> {
         any::<bool>(),
     )
         .prop_map(
-            |(physical_address_width, linear_address_width, vmxon_pointer, in_ia32e_mode)| {
+            |(
+                physical_address_width,
+                linear_address_width,
+                current_vmcs_pointer,
+                in_ia32e_mode,
+            )| {
                 EntryContext {
                     physical_address_width,
                     linear_address_width,
-                    vmxon_pointer,
+                    current_vmcs_pointer,
                     in_ia32e_mode,
                 }
             },

@@ -407,6 +407,12 @@ fn cet_state_when_loaded() {
         guest(&bad),
         Err(GuestCheck::SCetReservedBits { value: 1 << 6 })
     );
+    let both = (1 << 10) | (1 << 11);
+    let bad = set(image.clone(), VmcsField::GuestSCet, both);
+    assert_eq!(
+        guest(&bad),
+        Err(GuestCheck::SCetSuppressAndTracker { value: both })
+    );
     // Without "load CET state" nothing is checked.
     assert_eq!(
         guest(&set(
@@ -1351,14 +1357,15 @@ fn nmi_blocking_with_virtual_nmis() {
 
 #[test]
 fn pending_debug_reserved_bits() {
-    for value in [1 << 4, 1 << 11, 1 << 13, 1 << 15, 1 << 17, 1 << 63] {
+    for value in [1 << 4, 1 << 10, 1 << 13, 1 << 15, 1 << 17, 1 << 63] {
         let image = set(long_mode(), VmcsField::GuestPendingDebugExceptions, value);
         assert_eq!(
             guest(&image),
             Err(GuestCheck::PendingDebugReservedBits { value })
         );
     }
-    let defined = 0xf | (1 << 12) | (1 << 14);
+    // Bit 11 is BLD (bus lock detected) in current SDMs.
+    let defined = 0xf | (1 << 11) | (1 << 12) | (1 << 14);
     assert_eq!(
         guest(&set(
             long_mode(),
@@ -1462,15 +1469,13 @@ fn vmcs_link_pointer() {
         guest(&set(long_mode(), VmcsField::VmcsLinkPointer, 0x5000)),
         Ok(())
     );
-    // The SDM compares the link pointer with the current-VMCS pointer, not
-    // with the VMXON pointer: equal to VMXON is not a guest-state failure.
+    // SDM 27.3.1.5: outside SMM the link pointer must not be the
+    // current-VMCS pointer.
+    let current = context().current_vmcs_pointer;
+    let failure = guest(&set(long_mode(), VmcsField::VmcsLinkPointer, current));
     assert_eq!(
-        guest(&set(
-            long_mode(),
-            VmcsField::VmcsLinkPointer,
-            context().vmxon_pointer
-        )),
-        Ok(())
+        failure,
+        Err(GuestCheck::LinkPointerIsCurrentVmcs { pointer: current })
     );
 }
 

@@ -4,12 +4,19 @@ use serde_json::Value;
 use std::process::{Command, Output};
 
 fn hv(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hv")).args(args).output().expect("run hv")
+    Command::new(env!("CARGO_BIN_EXE_hv"))
+        .args(args)
+        .output()
+        .expect("run hv")
 }
 
 fn json(args: &[&str]) -> Value {
     let output = hv(args);
-    assert!(output.status.success(), "hv {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "hv {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("one JSON value")
 }
 
@@ -18,7 +25,10 @@ fn rejects(args: &[&str]) -> String {
     let output = hv(args);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(2), "hv {args:?}: {stderr}");
-    assert!(!stderr.contains("panicked"), "hv {args:?} panicked: {stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "hv {args:?} panicked: {stderr}"
+    );
     assert!(!stderr.trim().is_empty(), "hv {args:?} gave no message");
     stderr
 }
@@ -36,10 +46,21 @@ fn vmcs_all_json_lists_every_field_with_width_and_kind() {
         let kind = field["kind"].as_str().expect("kind");
         assert!(names.insert(name.to_owned()), "{name} twice");
         // SDM 25.11.2: width in bits 14:13, type in bits 11:10.
-        assert_eq!(width, ["16", "64", "32", "natural"][((encoding >> 13) & 3) as usize], "{name}");
-        assert_eq!(kind, ["control", "read-only", "guest", "host"][((encoding >> 10) & 3) as usize], "{name}");
+        assert_eq!(
+            width,
+            ["16", "64", "32", "natural"][((encoding >> 13) & 3) as usize],
+            "{name}"
+        );
+        assert_eq!(
+            kind,
+            ["control", "read-only", "guest", "host"][((encoding >> 10) & 3) as usize],
+            "{name}"
+        );
     }
-    let cr0 = fields.iter().find(|f| f["name"] == "GUEST_CR0").expect("GUEST_CR0");
+    let cr0 = fields
+        .iter()
+        .find(|f| f["name"] == "GUEST_CR0")
+        .expect("GUEST_CR0");
     assert_eq!(cr0["encoding"], 0x6800);
     assert_eq!(cr0["width"], "natural");
     assert_eq!(cr0["kind"], "guest");
@@ -68,7 +89,14 @@ fn exit_json_has_reason_and_name() {
 
 #[test]
 fn exit_qualifications_are_decoded_per_reason() {
-    let ept = json(&["explain", "exit", "48", "--qualification", "0x181", "--json"]);
+    let ept = json(&[
+        "explain",
+        "exit",
+        "48",
+        "--qualification",
+        "0x181",
+        "--json",
+    ]);
     assert_eq!(ept["qualification"]["access"], "read");
     assert_eq!(ept["qualification"]["guest_linear_address_valid"], true);
     let cr = json(&["explain", "exit", "28", "-q", "0x3", "--json"]);
@@ -79,9 +107,19 @@ fn exit_qualifications_are_decoded_per_reason() {
     // VMREAD rax -> [rbx]: reg2 = rax (field), memory operand with base rbx,
     // 64-bit addressing, DS, no index.
     let info: u32 = (1 << 8) | (3 << 15) | (1 << 22) | (3 << 23);
-    let vmread = json(&["explain", "exit", "vmread", "-i", &format!("{info:#x}"), "--json"]);
+    let vmread = json(&[
+        "explain",
+        "exit",
+        "vmread",
+        "-i",
+        &format!("{info:#x}"),
+        "--json",
+    ]);
     assert_eq!(vmread["instruction_info"]["field_register"], "rax");
-    assert_eq!(vmread["instruction_info"]["value_operand"], "ds:[rbx + displacement] (64-bit addressing)");
+    assert_eq!(
+        vmread["instruction_info"]["value_operand"],
+        "ds:[rbx + displacement] (64-bit addressing)"
+    );
 }
 
 #[test]
@@ -121,7 +159,13 @@ fn bad_input_is_status_2_with_a_message() {
     rejects(&["explain", "exit", "0x1_0000_0000"]);
     rejects(&["explain", "exit", "not-a-reason"]);
     rejects(&["explain", "exit", "48", "--qualification", "zz"]);
-    rejects(&["explain", "exit", "23", "--instruction-info", "0x1_0000_0000"]);
+    rejects(&[
+        "explain",
+        "exit",
+        "23",
+        "--instruction-info",
+        "0x1_0000_0000",
+    ]);
     rejects(&["explain", "vm-error", "-1"]);
     rejects(&["explain", "eptp", "0xg"]);
     rejects(&["explain", "ept-entry", "0x7", "--level", "9"]);

@@ -5,9 +5,9 @@
 //! [`VmxCapabilities`] (wanted features that the processor does not allow
 //! are dropped; must-be-1 bits are added). With
 //! [`VmxCapabilities::bochs_skylake_x`] and an [`EntryContext`] whose
-//! MAXPHYADDR is at least 32 and whose VMXON pointer is not one of the
-//! addresses below, [`check_vm_entry`](super::check_vm_entry) accepts every
-//! image built here.
+//! MAXPHYADDR is at least 32, [`check_vm_entry`](super::check_vm_entry)
+//! accepts every image built here (the VMCS link pointer is all ones, so the
+//! current-VMCS pointer does not matter).
 //!
 //! Tests start from these images and change one field to provoke exactly one
 //! failed check; hv-core uses them as the template for VMCS02 tests. All
@@ -15,10 +15,14 @@
 //!
 //! [`EntryContext`]: super::EntryContext
 
+use super::guest::{SegmentAccessRights, SegmentRegister};
+use super::util::NO_LINK_POINTER;
 use crate::capabilities::{AllowedSettings, VmxCapabilities};
 use crate::controls::{
     EntryControls, ExitControls, PinBasedControls, PrimaryProcControls, SecondaryProcControls,
 };
+use crate::ept::{EptMemoryType, Eptp};
+use crate::registers::{Cr0, Cr4, Dr7, Efer, PAT_RESET, Rflags};
 use crate::vmcs::{VmcsField, VmcsImage};
 
 /// Physical address of I/O bitmap A.
@@ -55,9 +59,9 @@ pub const GUEST_RIP: u64 = 0x0010_0000;
 pub const GUEST_RSP: u64 = 0x0020_0000;
 /// The VPID the templates use (VPID 0 is reserved for VMX root operation).
 pub const VPID: u64 = 1;
-/// A valid `IA32_PAT` value (WB, WT, UC-, UC repeated; the power-on default
-/// is `0x0007_0406_0007_0406`).
-pub const PAT: u64 = 0x0007_0406_0007_0406;
+/// A valid `IA32_PAT` value: the power-on default `0x0007_0406_0007_0406`
+/// (WB, WT, UC-, UC repeated).
+pub const PAT: u64 = PAT_RESET;
 
 /// Code selector (GDT index 1, RPL 0).
 const CODE_SELECTOR: u64 = 0x08;
@@ -66,34 +70,19 @@ const DATA_SELECTOR: u64 = 0x10;
 /// TSS selector (GDT index 3, RPL 0).
 const TSS_SELECTOR: u64 = 0x18;
 
-// CR0 bits (SDM Vol. 3A 2.5).
-const CR0_PE: u64 = 1 << 0;
-const CR0_MP: u64 = 1 << 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-// CR4 bits (SDM Vol. 3A 2.5).
-const CR4_PAE: u64 = 1 << 5;
-// IA32_EFER bits (SDM Vol. 3A 2.2.1).
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-/// RFLAGS with only the reserved always-1 bit 1 set.
-const RFLAGS_RESERVED_ONE: u64 = 0x2;
-/// DR7 after reset: bit 10 is reserved and reads as 1.
-const DR7_RESET: u64 = 0x400;
-/// "Unusable" bit of a segment's access rights (SDM 25.4.1, Table 25-2).
-const AR_UNUSABLE: u64 = 1 << 16;
+/// CR0 of the paged templates and the host: PE, MP, ET, NE, WP, PG.
+const PAGED_CR0: Cr0 = Cr0::PE
+    .union(Cr0::MP)
+    .union(Cr0::ET)
+    .union(Cr0::NE)
+    .union(Cr0::WP)
+    .union(Cr0::PG);
+/// EFER of a 64-bit host or guest: LME and LMA.
+const LONG_MODE_EFER: Efer = Efer::LME.union(Efer::LMA);
 /// Busy 64-bit TSS (type 11), present.
 const AR_TSS_BUSY: u64 = 0x008b;
-/// The VMCS link pointer value meaning "no shadow VMCS" (SDM 27.3.1.5).
-const NO_LINK_POINTER: u64 = u64::MAX;
-/// EPTP memory type write-back (SDM 29.3.7 / 25.6.11, Table 25-9).
-const EPTP_WRITE_BACK: u64 = 6;
 /// EPTP bits 5:3: page-walk length minus 1 (3 = 4-level).
-const EPTP_FOUR_LEVEL: u64 = 3 << 3;
-/// EPTP bit 6: enable accessed and dirty flags.
-const EPTP_ACCESSED_DIRTY: u64 = 1 << 6;
+const EPTP_FOUR_LEVEL: u64 = (4 - 1) << 3;
 
 /// `wanted` restricted to the bits `allowed` permits to be 1, plus the bits
 /// it requires to be 1.
@@ -105,11 +94,11 @@ const fn adjust(allowed: AllowedSettings, wanted: u64) -> u64 {
 /// accessed/dirty flags when the processor supports them.
 pub const fn eptp(caps: &VmxCapabilities) -> u64 {
     let accessed_dirty = if caps.ept_vpid.accessed_dirty() {
-        EPTP_ACCESSED_DIRTY
+        Eptp::ACCESSED_DIRTY
     } else {
         0
     };
-    EPT_PML4 | EPTP_WRITE_BACK | EPTP_FOUR_LEVEL | accessed_dirty
+    EPT_PML4 | EptMemoryType::WriteBack.bits() as u64 | EPTP_FOUR_LEVEL | accessed_dirty
 }
 
 /// Control fields shared by all templates; `secondary_wanted` and
@@ -168,10 +157,8 @@ fn set_controls(
 
 /// The host-state area of a 64-bit host (SDM 27.2.2-27.2.4, 28.5).
 fn set_host_state(image: &mut VmcsImage, caps: &VmxCapabilities) {
-    let cr0 = caps
-        .cr0_fixed
-        .apply(CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG);
-    let cr4 = caps.cr4_fixed.apply(CR4_PAE);
+    let cr0 = caps.cr0_fixed.apply(PAGED_CR0.bits());
+    let cr4 = caps.cr4_fixed.apply(Cr4::PAE.bits());
     image.set(VmcsField::HostCr0, cr0);
     image.set(VmcsField::HostCr3, HOST_CR3);
     image.set(VmcsField::HostCr4, cr4);
@@ -196,7 +183,7 @@ fn set_host_state(image: &mut VmcsImage, caps: &VmxCapabilities) {
     image.set(VmcsField::HostSysenterEip, 0);
     image.set(VmcsField::HostRip, HOST_RIP);
     image.set(VmcsField::HostRsp, HOST_RSP);
-    image.set(VmcsField::HostEfer, EFER_LME | EFER_LMA);
+    image.set(VmcsField::HostEfer, LONG_MODE_EFER.bits());
     image.set(VmcsField::HostPat, PAT);
 }
 
@@ -207,95 +194,100 @@ fn set_common_guest_state(image: &mut VmcsImage) {
     image.set(VmcsField::GuestActivityState, 0);
     image.set(VmcsField::GuestInterruptibilityState, 0);
     image.set(VmcsField::GuestPendingDebugExceptions, 0);
-    image.set(VmcsField::GuestDr7, DR7_RESET);
+    image.set(VmcsField::GuestDr7, Dr7::RESET.bits());
     image.set(VmcsField::GuestDebugCtl, 0);
-    image.set(VmcsField::GuestRflags, RFLAGS_RESERVED_ONE);
+    image.set(VmcsField::GuestRflags, Rflags::RESERVED_ONE.bits());
     image.set(VmcsField::GuestPat, PAT);
     image.set(VmcsField::GuestLdtrSelector, 0);
     image.set(VmcsField::GuestLdtrBase, 0);
     image.set(VmcsField::GuestLdtrLimit, 0);
-    image.set(VmcsField::GuestLdtrAccessRights, AR_UNUSABLE);
+    image.set(
+        VmcsField::GuestLdtrAccessRights,
+        u64::from(SegmentAccessRights::UNUSABLE),
+    );
 }
 
-/// Sets one guest segment register.
-fn set_guest_segment(
-    image: &mut VmcsImage,
-    [selector, base, limit, rights]: [VmcsField; 4],
-    values: [u64; 4],
-) {
-    image.set(selector, values[0]);
-    image.set(base, values[1]);
-    image.set(limit, values[2]);
-    image.set(rights, values[3]);
+/// Sets the selector, base, limit and access rights of one guest segment
+/// register.
+fn set_guest_segment(image: &mut VmcsImage, register: SegmentRegister, values: [u64; 4]) {
+    for (field, value) in register.fields().into_iter().zip(values) {
+        image.set(field, value);
+    }
 }
 
-/// Selector, base, limit and access-rights fields of ES, SS, DS, FS, GS.
-const GUEST_DATA_SEGMENTS: [[VmcsField; 4]; 5] = [
-    [
-        VmcsField::GuestEsSelector,
-        VmcsField::GuestEsBase,
-        VmcsField::GuestEsLimit,
-        VmcsField::GuestEsAccessRights,
-    ],
-    [
-        VmcsField::GuestSsSelector,
-        VmcsField::GuestSsBase,
-        VmcsField::GuestSsLimit,
-        VmcsField::GuestSsAccessRights,
-    ],
-    [
-        VmcsField::GuestDsSelector,
-        VmcsField::GuestDsBase,
-        VmcsField::GuestDsLimit,
-        VmcsField::GuestDsAccessRights,
-    ],
-    [
-        VmcsField::GuestFsSelector,
-        VmcsField::GuestFsBase,
-        VmcsField::GuestFsLimit,
-        VmcsField::GuestFsAccessRights,
-    ],
-    [
-        VmcsField::GuestGsSelector,
-        VmcsField::GuestGsBase,
-        VmcsField::GuestGsLimit,
-        VmcsField::GuestGsAccessRights,
-    ],
-];
-
-/// Selector, base, limit and access-rights fields of CS.
-const GUEST_CS: [VmcsField; 4] = [
-    VmcsField::GuestCsSelector,
-    VmcsField::GuestCsBase,
-    VmcsField::GuestCsLimit,
-    VmcsField::GuestCsAccessRights,
-];
-
-/// Selector, base, limit and access-rights fields of TR.
-const GUEST_TR: [VmcsField; 4] = [
-    VmcsField::GuestTrSelector,
-    VmcsField::GuestTrBase,
-    VmcsField::GuestTrLimit,
-    VmcsField::GuestTrAccessRights,
+/// ES, SS, DS, FS, GS: the registers that get data-segment values.
+const GUEST_DATA_SEGMENTS: [SegmentRegister; 5] = [
+    SegmentRegister::Es,
+    SegmentRegister::Ss,
+    SegmentRegister::Ds,
+    SegmentRegister::Fs,
+    SegmentRegister::Gs,
 ];
 
 /// Flat protected-mode segments: CS with access rights `cs_rights`, data
 /// segments 0xc093 (read/write accessed, D/B, G), a busy TSS, and
 /// GDTR/IDTR.
 fn set_flat_guest_segments(image: &mut VmcsImage, cs_rights: u64) {
-    set_guest_segment(image, GUEST_CS, [CODE_SELECTOR, 0, 0xffff_ffff, cs_rights]);
+    set_guest_segment(
+        image,
+        SegmentRegister::Cs,
+        [CODE_SELECTOR, 0, 0xffff_ffff, cs_rights],
+    );
     for segment in GUEST_DATA_SEGMENTS {
         set_guest_segment(image, segment, [DATA_SELECTOR, 0, 0xffff_ffff, 0xc093]);
     }
     set_guest_segment(
         image,
-        GUEST_TR,
+        SegmentRegister::Tr,
         [TSS_SELECTOR, GUEST_TR_BASE, 0x67, AR_TSS_BUSY],
     );
     image.set(VmcsField::GuestGdtrBase, GUEST_GDTR_BASE);
     image.set(VmcsField::GuestGdtrLimit, 0x27);
     image.set(VmcsField::GuestIdtrBase, GUEST_IDTR_BASE);
     image.set(VmcsField::GuestIdtrLimit, 0xfff);
+}
+
+/// A template with the controls, the host state and the mode-independent
+/// guest state set: [`set_controls`], [`set_host_state`],
+/// [`set_common_guest_state`].
+fn template(
+    caps: &VmxCapabilities,
+    secondary_wanted: SecondaryProcControls,
+    entry_wanted: EntryControls,
+) -> VmcsImage {
+    let mut image = VmcsImage::new();
+    set_controls(&mut image, caps, secondary_wanted, entry_wanted);
+    set_host_state(&mut image, caps);
+    set_common_guest_state(&mut image);
+    image
+}
+
+/// A guest with paging on: enable EPT, VPID and RDTSCP, CR0 [`PAGED_CR0`]
+/// and CR3 [`GUEST_CR3`], flat segments with CS access rights `cs_rights`,
+/// [`GUEST_RIP`] and [`GUEST_RSP`]; `entry_wanted`, `cr4` (before the fixed
+/// bits) and `efer` select the paging mode.
+fn paged_guest(
+    caps: &VmxCapabilities,
+    entry_wanted: EntryControls,
+    cr4: Cr4,
+    efer: Efer,
+    cs_rights: u64,
+) -> VmcsImage {
+    let mut image = template(
+        caps,
+        SecondaryProcControls::ENABLE_EPT
+            | SecondaryProcControls::ENABLE_VPID
+            | SecondaryProcControls::ENABLE_RDTSCP,
+        entry_wanted,
+    );
+    image.set(VmcsField::GuestCr0, caps.cr0_fixed.apply(PAGED_CR0.bits()));
+    image.set(VmcsField::GuestCr3, GUEST_CR3);
+    image.set(VmcsField::GuestCr4, caps.cr4_fixed.apply(cr4.bits()));
+    image.set(VmcsField::GuestEfer, efer.bits());
+    set_flat_guest_segments(&mut image, cs_rights);
+    image.set(VmcsField::GuestRip, GUEST_RIP);
+    image.set(VmcsField::GuestRsp, GUEST_RSP);
+    image
 }
 
 /// A VMCS for a 64-bit guest on a 64-bit host that passes every VM-entry
@@ -318,32 +310,16 @@ fn set_flat_guest_segments(image: &mut VmcsImage, cs_rights: u64) {
 /// unusable, RFLAGS 0x2, DR7 0x400, active, no event blocking, VMCS link
 /// pointer all ones.
 pub fn long_mode_guest(caps: &VmxCapabilities) -> VmcsImage {
-    let mut image = VmcsImage::new();
-    set_controls(
-        &mut image,
+    paged_guest(
         caps,
-        SecondaryProcControls::ENABLE_EPT
-            | SecondaryProcControls::ENABLE_VPID
-            | SecondaryProcControls::ENABLE_RDTSCP,
         EntryControls::IA32E_MODE_GUEST
             | EntryControls::LOAD_IA32_EFER
             | EntryControls::LOAD_IA32_PAT,
-    );
-    set_host_state(&mut image, caps);
-    set_common_guest_state(&mut image);
-    image.set(
-        VmcsField::GuestCr0,
-        caps.cr0_fixed
-            .apply(CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG),
-    );
-    image.set(VmcsField::GuestCr3, GUEST_CR3);
-    image.set(VmcsField::GuestCr4, caps.cr4_fixed.apply(CR4_PAE));
-    image.set(VmcsField::GuestEfer, EFER_LME | EFER_LMA);
-    // CS: type 11 (execute/read, accessed), S, P, L=1, G=1.
-    set_flat_guest_segments(&mut image, 0xa09b);
-    image.set(VmcsField::GuestRip, GUEST_RIP);
-    image.set(VmcsField::GuestRsp, GUEST_RSP);
-    image
+        Cr4::PAE,
+        LONG_MODE_EFER,
+        // CS: type 11 (execute/read, accessed), S, P, L=1, G=1.
+        0xa09b,
+    )
 }
 
 /// A VMCS for a 32-bit protected-mode guest with 32-bit paging (CR0.PG = 1,
@@ -352,29 +328,13 @@ pub fn long_mode_guest(caps: &VmxCapabilities) -> VmcsImage {
 /// The same controls as [`long_mode_guest`] except that "IA-32e mode guest"
 /// is 0; CS is a 32-bit code segment (access rights 0xc09b: D=1, G=1).
 pub fn protected_mode_guest(caps: &VmxCapabilities) -> VmcsImage {
-    let mut image = VmcsImage::new();
-    set_controls(
-        &mut image,
+    paged_guest(
         caps,
-        SecondaryProcControls::ENABLE_EPT
-            | SecondaryProcControls::ENABLE_VPID
-            | SecondaryProcControls::ENABLE_RDTSCP,
         EntryControls::LOAD_IA32_EFER | EntryControls::LOAD_IA32_PAT,
-    );
-    set_host_state(&mut image, caps);
-    set_common_guest_state(&mut image);
-    image.set(
-        VmcsField::GuestCr0,
-        caps.cr0_fixed
-            .apply(CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG),
-    );
-    image.set(VmcsField::GuestCr3, GUEST_CR3);
-    image.set(VmcsField::GuestCr4, caps.cr4_fixed.apply(0));
-    image.set(VmcsField::GuestEfer, 0);
-    set_flat_guest_segments(&mut image, 0xc09b);
-    image.set(VmcsField::GuestRip, GUEST_RIP);
-    image.set(VmcsField::GuestRsp, GUEST_RSP);
-    image
+        Cr4::empty(),
+        Efer::empty(),
+        0xc09b,
+    )
 }
 
 /// A VMCS for a real-address-mode guest (CR0.PE = PG = 0) run with
@@ -387,28 +347,27 @@ pub fn protected_mode_guest(caps: &VmxCapabilities) -> VmcsImage {
 /// rights 0x9b and data 0x93 (DPL 0, present, byte granular), TR a busy
 /// 16-bit-limit TSS, LDTR unusable; CR4 has only its fixed-1 bits.
 pub fn unrestricted_real_mode_guest(caps: &VmxCapabilities) -> VmcsImage {
-    let mut image = VmcsImage::new();
-    set_controls(
-        &mut image,
+    let mut image = template(
         caps,
         SecondaryProcControls::ENABLE_EPT
             | SecondaryProcControls::ENABLE_VPID
             | SecondaryProcControls::UNRESTRICTED_GUEST,
         EntryControls::LOAD_IA32_EFER | EntryControls::LOAD_IA32_PAT,
     );
-    set_host_state(&mut image, caps);
-    set_common_guest_state(&mut image);
     // SDM 27.3.1.1: with unrestricted guest, CR0.PE and CR0.PG are free.
-    let cr0_fixed = caps.cr0_fixed.freeing(CR0_PE | CR0_PG);
-    image.set(VmcsField::GuestCr0, cr0_fixed.apply(CR0_ET | CR0_NE));
+    let cr0_fixed = caps.cr0_fixed.freeing((Cr0::PE | Cr0::PG).bits());
+    image.set(
+        VmcsField::GuestCr0,
+        cr0_fixed.apply((Cr0::ET | Cr0::NE).bits()),
+    );
     image.set(VmcsField::GuestCr3, 0);
     image.set(VmcsField::GuestCr4, caps.cr4_fixed.apply(0));
     image.set(VmcsField::GuestEfer, 0);
-    set_guest_segment(&mut image, GUEST_CS, [0, 0, 0xffff, 0x9b]);
+    set_guest_segment(&mut image, SegmentRegister::Cs, [0, 0, 0xffff, 0x9b]);
     for segment in GUEST_DATA_SEGMENTS {
         set_guest_segment(&mut image, segment, [0, 0, 0xffff, 0x93]);
     }
-    set_guest_segment(&mut image, GUEST_TR, [0, 0, 0xffff, AR_TSS_BUSY]);
+    set_guest_segment(&mut image, SegmentRegister::Tr, [0, 0, 0xffff, AR_TSS_BUSY]);
     image.set(VmcsField::GuestGdtrBase, 0);
     image.set(VmcsField::GuestGdtrLimit, 0xffff);
     image.set(VmcsField::GuestIdtrBase, 0);

@@ -28,12 +28,16 @@
 //!   the current SDM text, so not enforced rather than guessed.
 
 use super::EntryContext;
+use super::util::{EffectiveControls, read};
 use crate::capabilities::{ControlCheckError, VmxCapabilities};
 use crate::controls::{
-    ControlKind, ControlWord, EntryControls, ExitControls, PinBasedControls, PrimaryProcControls,
-    SecondaryExitControls, SecondaryProcControls, TertiaryProcControls, VmFunctionControls,
+    ControlKind, ControlWord, EntryControls, ExceptionVector, ExitControls, PinBasedControls,
+    PrimaryProcControls, SecondaryExitControls, SecondaryProcControls, TertiaryProcControls,
+    VmFunctionControls,
 };
 use crate::ept::{Eptp, EptpError};
+use crate::interruption::{InterruptionInfo, InterruptionType};
+use crate::registers::Cr0;
 use crate::vmcs::{VmcsField, VmcsRead};
 
 /// A failed check on the VMX controls (SDM 27.2.1), naming the SDM rule.
@@ -417,70 +421,66 @@ impl ControlCheck {
     }
 }
 
-/// The control words as VM entry uses them: controls that are not
-/// activated read as 0.
-#[derive(Clone, Copy, Debug)]
-struct EffectiveControls {
-    pin: PinBasedControls,
-    primary: PrimaryProcControls,
-    secondary: SecondaryProcControls,
-    tertiary: TertiaryProcControls,
-    exit: ExitControls,
-    entry: EntryControls,
-}
+/// Bits 11:0 of an address that must be 4-KByte aligned.
+const PAGE_OFFSET: u64 = 0xfff;
+/// Longest x86 instruction, in bytes.
+const MAX_INSTRUCTION_LENGTH: u32 = 15;
 
-impl EffectiveControls {
-    fn read<V: VmcsRead + ?Sized>(vmcs: &V) -> Self {
-        let primary =
-            PrimaryProcControls::from_raw(vmcs.read_field(VmcsField::PrimaryProcBasedControls));
-        let secondary = if primary.contains(PrimaryProcControls::ACTIVATE_SECONDARY_CONTROLS) {
-            SecondaryProcControls::from_raw(vmcs.read_field(VmcsField::SecondaryProcBasedControls))
-        } else {
-            SecondaryProcControls::empty()
-        };
-        let tertiary = if primary.contains(PrimaryProcControls::ACTIVATE_TERTIARY_CONTROLS) {
-            TertiaryProcControls::from_raw(vmcs.read_field(VmcsField::TertiaryProcBasedControls))
-        } else {
-            TertiaryProcControls::empty()
-        };
-        Self {
-            pin: PinBasedControls::from_raw(vmcs.read_field(VmcsField::PinBasedControls)),
-            primary,
-            secondary,
-            tertiary,
-            exit: ExitControls::from_raw(vmcs.read_field(VmcsField::PrimaryVmExitControls)),
-            entry: EntryControls::from_raw(vmcs.read_field(VmcsField::VmEntryControls)),
-        }
+/// Reads the address in `field` and checks that it sets none of the bits in
+/// `must_be_clear` (its alignment) and lies within MAXPHYADDR, the rule for
+/// the addresses in the VM-execution controls (SDM 27.2.1.1). A failure is
+/// reported as `invalid(address)`.
+fn check_address<V: VmcsRead + ?Sized>(
+    vmcs: &V,
+    context: &EntryContext,
+    field: VmcsField,
+    must_be_clear: u64,
+    invalid: fn(u64) -> ControlCheck,
+) -> Result<(), ControlCheck> {
+    let address = read(vmcs, field);
+    if address & must_be_clear != 0 || !context.is_valid_physical(address) {
+        return Err(invalid(address));
     }
-
-    fn ept(&self) -> bool {
-        self.secondary.contains(SecondaryProcControls::ENABLE_EPT)
-    }
+    Ok(())
 }
 
-/// Whether `address` is 4-KiB aligned and within MAXPHYADDR, the rule for
-/// most addresses in the VM-execution controls.
-const fn is_valid_page_address(context: &EntryContext, address: u64) -> bool {
-    address.trailing_zeros() >= 12 && context.is_valid_physical(address)
+/// [`check_address`] for the most common rule: 4-KByte aligned and within
+/// MAXPHYADDR.
+fn check_page_address<V: VmcsRead + ?Sized>(
+    vmcs: &V,
+    context: &EntryContext,
+    field: VmcsField,
+    invalid: fn(u64) -> ControlCheck,
+) -> Result<(), ControlCheck> {
+    check_address(vmcs, context, field, PAGE_OFFSET, invalid)
 }
 
-/// Whether an MSR-load/store area of `count` 16-byte entries at `address`
-/// is valid: bits 3:0 clear, and the first and last byte within MAXPHYADDR
-/// (SDM 27.2.1.2, 27.2.1.3). An area whose end overflows 64 bits is
-/// invalid. A count of 0 is always valid (no checks are performed).
-const fn is_valid_msr_area(context: &EntryContext, address: u64, count: u32) -> bool {
+/// Reads an MSR-load/store area (address and count fields) and checks it:
+/// for a nonzero count of 16-byte entries, bits 3:0 of the address clear
+/// and the first and last byte within MAXPHYADDR (SDM 27.2.1.2, 27.2.1.3).
+/// An area whose end overflows 64 bits is invalid. A failure is reported as
+/// `invalid(address, count)`.
+fn check_msr_area<V: VmcsRead + ?Sized>(
+    vmcs: &V,
+    context: &EntryContext,
+    [address_field, count_field]: [VmcsField; 2],
+    invalid: fn(u64, u32) -> ControlCheck,
+) -> Result<(), ControlCheck> {
+    let address = read(vmcs, address_field);
+    let count = read(vmcs, count_field) as u32;
     if count == 0 {
-        return true;
+        return Ok(());
     }
     // count >= 1, so the byte length is at least 16 and the subtraction
     // cannot underflow; count * 16 < 2^36 cannot overflow.
-    let length_minus_one = count as u64 * 16 - 1;
-    let Some(last) = address.checked_add(length_minus_one) else {
-        return false;
-    };
-    address.trailing_zeros() >= 4
+    let last = address.checked_add(u64::from(count) * 16 - 1);
+    let valid = address.trailing_zeros() >= 4
         && context.is_valid_physical(address)
-        && context.is_valid_physical(last)
+        && matches!(last, Some(last) if context.is_valid_physical(last));
+    if !valid {
+        return Err(invalid(address, count));
+    }
+    Ok(())
 }
 
 /// Checks a control word against its allowed settings.
@@ -534,28 +534,25 @@ fn check_execution_controls<V: VmcsRead + ?Sized>(
     }
 
     // CR3-target count (SDM A.6: IA32_VMX_MISC[24:16]).
-    let count = vmcs.read_field(VmcsField::Cr3TargetCount) as u32;
+    let count = read(vmcs, VmcsField::Cr3TargetCount) as u32;
     let max = caps.misc.cr3_target_count();
     if count > u32::from(max) {
         return Err(ControlCheck::Cr3TargetCountTooLarge { count, max });
     }
 
     if primary.contains(PrimaryProcControls::USE_IO_BITMAPS) {
-        let address = vmcs.read_field(VmcsField::IoBitmapA);
-        if !is_valid_page_address(context, address) {
-            return Err(ControlCheck::IoBitmapAAddressInvalid { address });
-        }
-        let address = vmcs.read_field(VmcsField::IoBitmapB);
-        if !is_valid_page_address(context, address) {
-            return Err(ControlCheck::IoBitmapBAddressInvalid { address });
-        }
+        check_page_address(vmcs, context, VmcsField::IoBitmapA, |address| {
+            ControlCheck::IoBitmapAAddressInvalid { address }
+        })?;
+        check_page_address(vmcs, context, VmcsField::IoBitmapB, |address| {
+            ControlCheck::IoBitmapBAddressInvalid { address }
+        })?;
     }
 
     if primary.contains(PrimaryProcControls::USE_MSR_BITMAPS) {
-        let address = vmcs.read_field(VmcsField::MsrBitmap);
-        if !is_valid_page_address(context, address) {
-            return Err(ControlCheck::MsrBitmapAddressInvalid { address });
-        }
+        check_page_address(vmcs, context, VmcsField::MsrBitmap, |address| {
+            ControlCheck::MsrBitmapAddressInvalid { address }
+        })?;
     }
 
     check_apic_virtualization(vmcs, context, controls)?;
@@ -572,10 +569,9 @@ fn check_execution_controls<V: VmcsRead + ?Sized>(
     }
 
     if secondary.contains(SecondaryProcControls::VIRTUALIZE_APIC_ACCESSES) {
-        let address = vmcs.read_field(VmcsField::ApicAccessAddress);
-        if !is_valid_page_address(context, address) {
-            return Err(ControlCheck::ApicAccessAddressInvalid { address });
-        }
+        check_page_address(vmcs, context, VmcsField::ApicAccessAddress, |address| {
+            ControlCheck::ApicAccessAddressInvalid { address }
+        })?;
     }
     if secondary.contains(SecondaryProcControls::VIRTUALIZE_X2APIC_MODE)
         && secondary.contains(SecondaryProcControls::VIRTUALIZE_APIC_ACCESSES)
@@ -595,18 +591,22 @@ fn check_execution_controls<V: VmcsRead + ?Sized>(
         if !exit.contains(ExitControls::ACKNOWLEDGE_INTERRUPT_ON_EXIT) {
             return Err(ControlCheck::PostedInterruptsWithoutAcknowledgeInterruptOnExit);
         }
-        let vector = vmcs.read_field(VmcsField::PostedInterruptNotificationVector) as u16;
+        let vector = read(vmcs, VmcsField::PostedInterruptNotificationVector) as u16;
         if vector & 0xff00 != 0 {
             return Err(ControlCheck::PostedInterruptNotificationVectorInvalid { vector });
         }
-        let address = vmcs.read_field(VmcsField::PostedInterruptDescriptorAddress);
-        if address & 0x3f != 0 || !context.is_valid_physical(address) {
-            return Err(ControlCheck::PostedInterruptDescriptorAddressInvalid { address });
-        }
+        // 64-byte aligned: bits 5:0 clear.
+        check_address(
+            vmcs,
+            context,
+            VmcsField::PostedInterruptDescriptorAddress,
+            0x3f,
+            |address| ControlCheck::PostedInterruptDescriptorAddressInvalid { address },
+        )?;
     }
 
     if secondary.contains(SecondaryProcControls::ENABLE_VPID)
-        && vmcs.read_field(VmcsField::VirtualProcessorId) == 0
+        && read(vmcs, VmcsField::VirtualProcessorId) == 0
     {
         return Err(ControlCheck::VpidZero);
     }
@@ -629,7 +629,7 @@ fn check_ept_dependent_controls<V: VmcsRead + ?Sized>(
         ..
     } = *controls;
     if controls.ept() {
-        let eptp = vmcs.read_field(VmcsField::EptPointer);
+        let eptp = read(vmcs, VmcsField::EptPointer);
         if let Err(reason) = Eptp::from_raw(eptp).validate(caps, context.physical_address_width) {
             return Err(ControlCheck::EptpInvalid { eptp, reason });
         }
@@ -640,21 +640,19 @@ fn check_ept_dependent_controls<V: VmcsRead + ?Sized>(
         if !controls.ept() {
             return Err(ControlCheck::HlatWithoutEpt);
         }
-        let address = vmcs.read_field(VmcsField::HlatPointer);
         // Only bit 3 (PWT) and bit 4 (PCD) may be set below bit 12.
-        if address & 0xfe7 != 0 || !context.is_valid_physical(address) {
-            return Err(ControlCheck::HlatPointerInvalid { address });
-        }
+        check_address(vmcs, context, VmcsField::HlatPointer, 0xfe7, |address| {
+            ControlCheck::HlatPointerInvalid { address }
+        })?;
     }
 
     if secondary.contains(SecondaryProcControls::ENABLE_PML) {
         if !controls.ept() {
             return Err(ControlCheck::PmlWithoutEpt);
         }
-        let address = vmcs.read_field(VmcsField::PmlAddress);
-        if !is_valid_page_address(context, address) {
-            return Err(ControlCheck::PmlAddressInvalid { address });
-        }
+        check_page_address(vmcs, context, VmcsField::PmlAddress, |address| {
+            ControlCheck::PmlAddressInvalid { address }
+        })?;
     }
 
     if secondary.contains(SecondaryProcControls::UNRESTRICTED_GUEST) && !controls.ept() {
@@ -670,43 +668,43 @@ fn check_ept_dependent_controls<V: VmcsRead + ?Sized>(
         if !controls.ept() {
             return Err(ControlCheck::SubPageWritePermissionsWithoutEpt);
         }
-        let address = vmcs.read_field(VmcsField::SubPagePermissionTablePointer);
-        if !is_valid_page_address(context, address) {
-            return Err(ControlCheck::SubPagePermissionTablePointerInvalid { address });
-        }
+        check_page_address(
+            vmcs,
+            context,
+            VmcsField::SubPagePermissionTablePointer,
+            |address| ControlCheck::SubPagePermissionTablePointerInvalid { address },
+        )?;
     }
 
     if secondary.contains(SecondaryProcControls::ENABLE_VM_FUNCTIONS) {
-        let functions =
-            VmFunctionControls::from_raw(vmcs.read_field(VmcsField::VmFunctionControls));
+        let functions = VmFunctionControls::from_raw(read(vmcs, VmcsField::VmFunctionControls));
         check_reserved(caps, functions)?;
         if functions.contains(VmFunctionControls::EPTP_SWITCHING) {
             if !controls.ept() {
                 return Err(ControlCheck::EptpSwitchingWithoutEpt);
             }
-            let address = vmcs.read_field(VmcsField::EptpListAddress);
-            if !is_valid_page_address(context, address) {
-                return Err(ControlCheck::EptpListAddressInvalid { address });
-            }
+            check_page_address(vmcs, context, VmcsField::EptpListAddress, |address| {
+                ControlCheck::EptpListAddressInvalid { address }
+            })?;
         }
     }
 
     if secondary.contains(SecondaryProcControls::VMCS_SHADOWING) {
-        let address = vmcs.read_field(VmcsField::VmreadBitmapAddress);
-        if !is_valid_page_address(context, address) {
-            return Err(ControlCheck::VmreadBitmapAddressInvalid { address });
-        }
-        let address = vmcs.read_field(VmcsField::VmwriteBitmapAddress);
-        if !is_valid_page_address(context, address) {
-            return Err(ControlCheck::VmwriteBitmapAddressInvalid { address });
-        }
+        check_page_address(vmcs, context, VmcsField::VmreadBitmapAddress, |address| {
+            ControlCheck::VmreadBitmapAddressInvalid { address }
+        })?;
+        check_page_address(vmcs, context, VmcsField::VmwriteBitmapAddress, |address| {
+            ControlCheck::VmwriteBitmapAddressInvalid { address }
+        })?;
     }
 
     if secondary.contains(SecondaryProcControls::EPT_VIOLATION_VE) {
-        let address = vmcs.read_field(VmcsField::VirtualizationExceptionInfoAddress);
-        if !is_valid_page_address(context, address) {
-            return Err(ControlCheck::VeInformationAddressInvalid { address });
-        }
+        check_page_address(
+            vmcs,
+            context,
+            VmcsField::VirtualizationExceptionInfoAddress,
+            |address| ControlCheck::VeInformationAddressInvalid { address },
+        )?;
     }
 
     if secondary.contains(SecondaryProcControls::INTEL_PT_USES_GUEST_PHYSICAL_ADDRESSES) {
@@ -721,10 +719,14 @@ fn check_ept_dependent_controls<V: VmcsRead + ?Sized>(
         return Err(ControlCheck::GuestPagingVerificationWithoutEpt);
     }
     if tertiary.contains(TertiaryProcControls::IPI_VIRTUALIZATION) {
-        let address = vmcs.read_field(VmcsField::PidPointerTableAddress);
-        if address & 0x7 != 0 || !context.is_valid_physical(address) {
-            return Err(ControlCheck::PidPointerTableAddressInvalid { address });
-        }
+        // 8-byte aligned: bits 2:0 clear.
+        check_address(
+            vmcs,
+            context,
+            VmcsField::PidPointerTableAddress,
+            0x7,
+            |address| ControlCheck::PidPointerTableAddressInvalid { address },
+        )?;
     }
     Ok(())
 }
@@ -758,11 +760,10 @@ fn check_apic_virtualization<V: VmcsRead + ?Sized>(
         ..
     } = *controls;
     if primary.contains(PrimaryProcControls::USE_TPR_SHADOW) {
-        let address = vmcs.read_field(VmcsField::VirtualApicAddress);
-        if !is_valid_page_address(context, address) {
-            return Err(ControlCheck::VirtualApicAddressInvalid { address });
-        }
-        let threshold = vmcs.read_field(VmcsField::TprThreshold) as u32;
+        check_page_address(vmcs, context, VmcsField::VirtualApicAddress, |address| {
+            ControlCheck::VirtualApicAddressInvalid { address }
+        })?;
+        let threshold = read(vmcs, VmcsField::TprThreshold) as u32;
         if !secondary.contains(SecondaryProcControls::VIRTUAL_INTERRUPT_DELIVERY)
             && threshold & !0xf != 0
         {
@@ -809,7 +810,7 @@ fn check_exit_controls<V: VmcsRead + ?Sized>(
     check_reserved(caps, exit)?;
     if exit.contains(ExitControls::ACTIVATE_SECONDARY_CONTROLS) {
         let secondary =
-            SecondaryExitControls::from_raw(vmcs.read_field(VmcsField::SecondaryVmExitControls));
+            SecondaryExitControls::from_raw(read(vmcs, VmcsField::SecondaryVmExitControls));
         check_reserved(caps, secondary)?;
     }
     if !controls
@@ -819,49 +820,24 @@ fn check_exit_controls<V: VmcsRead + ?Sized>(
     {
         return Err(ControlCheck::SavePreemptionTimerWithoutActivation);
     }
-    let address = vmcs.read_field(VmcsField::VmExitMsrStoreAddress);
-    let count = vmcs.read_field(VmcsField::VmExitMsrStoreCount) as u32;
-    if !is_valid_msr_area(context, address, count) {
-        return Err(ControlCheck::ExitMsrStoreAreaInvalid { address, count });
-    }
-    let address = vmcs.read_field(VmcsField::VmExitMsrLoadAddress);
-    let count = vmcs.read_field(VmcsField::VmExitMsrLoadCount) as u32;
-    if !is_valid_msr_area(context, address, count) {
-        return Err(ControlCheck::ExitMsrLoadAreaInvalid { address, count });
-    }
-    Ok(())
-}
-
-// VM-entry interruption-information field (SDM 25.8.3, Table 25-18).
-/// Bit 31: valid.
-const INTERRUPTION_VALID: u32 = 1 << 31;
-/// Bit 11: deliver error code.
-const INTERRUPTION_DELIVER_ERROR_CODE: u32 = 1 << 11;
-/// Bits 30:12: reserved on VM entry.
-const INTERRUPTION_RESERVED: u32 = 0x7fff_f000;
-/// Bit 13: nested exception, usable on processors with FRED
-/// (`IA32_VMX_BASIC[58]`).
-const INTERRUPTION_NESTED_EXCEPTION: u32 = 1 << 13;
-/// `IA32_VMX_BASIC[58]`: VM entry supports FRED event injection (nested
-/// exception bit, injected-event data).
-const BASIC_FRED_INJECTION: u32 = 58;
-// Interruption types (bits 10:8).
-const TYPE_RESERVED: u8 = 1;
-const TYPE_NMI: u8 = 2;
-const TYPE_HARDWARE_EXCEPTION: u8 = 3;
-const TYPE_SOFTWARE_INTERRUPT: u8 = 4;
-const TYPE_PRIVILEGED_SOFTWARE_EXCEPTION: u8 = 5;
-const TYPE_SOFTWARE_EXCEPTION: u8 = 6;
-const TYPE_OTHER_EVENT: u8 = 7;
-/// Guest CR0.PE.
-const CR0_PE: u64 = 1;
-/// Longest x86 instruction, in bytes.
-const MAX_INSTRUCTION_LENGTH: u32 = 15;
-
-/// Whether a hardware exception with `vector` pushes an error code: #DF,
-/// #TS, #NP, #SS, #GP, #PF, #AC, #CP (SDM Vol. 3A Table 6-1; 27.2.1.3).
-const fn exception_has_error_code(vector: u8) -> bool {
-    matches!(vector, 8 | 10..=14 | 17 | 21)
+    check_msr_area(
+        vmcs,
+        context,
+        [
+            VmcsField::VmExitMsrStoreAddress,
+            VmcsField::VmExitMsrStoreCount,
+        ],
+        |address, count| ControlCheck::ExitMsrStoreAreaInvalid { address, count },
+    )?;
+    check_msr_area(
+        vmcs,
+        context,
+        [
+            VmcsField::VmExitMsrLoadAddress,
+            VmcsField::VmExitMsrLoadCount,
+        ],
+        |address, count| ControlCheck::ExitMsrLoadAreaInvalid { address, count },
+    )
 }
 
 /// SDM 27.2.1.3: checks on the VM-entry control fields.
@@ -874,12 +850,15 @@ fn check_entry_controls<V: VmcsRead + ?Sized>(
     let entry = controls.entry;
     check_reserved(caps, entry)?;
     check_event_injection(vmcs, caps, controls)?;
-
-    let address = vmcs.read_field(VmcsField::VmEntryMsrLoadAddress);
-    let count = vmcs.read_field(VmcsField::VmEntryMsrLoadCount) as u32;
-    if !is_valid_msr_area(context, address, count) {
-        return Err(ControlCheck::EntryMsrLoadAreaInvalid { address, count });
-    }
+    check_msr_area(
+        vmcs,
+        context,
+        [
+            VmcsField::VmEntryMsrLoadAddress,
+            VmcsField::VmEntryMsrLoadCount,
+        ],
+        |address, count| ControlCheck::EntryMsrLoadAreaInvalid { address, count },
+    )?;
 
     // VM entry is executed outside SMM (EntryContext has no SMM state).
     if entry.contains(EntryControls::ENTRY_TO_SMM) {
@@ -898,13 +877,13 @@ fn check_event_injection<V: VmcsRead + ?Sized>(
     caps: &VmxCapabilities,
     controls: &EffectiveControls,
 ) -> Result<(), ControlCheck> {
-    let info = vmcs.read_field(VmcsField::VmEntryInterruptionInfo) as u32;
-    if info & INTERRUPTION_VALID == 0 {
+    let info = InterruptionInfo::from_raw(read(vmcs, VmcsField::VmEntryInterruptionInfo) as u32);
+    if !info.is_valid() {
         return Ok(());
     }
-    let vector = (info & 0xff) as u8;
-    let interruption_type = ((info >> 8) & 0x7) as u8;
-    let deliver_error_code = info & INTERRUPTION_DELIVER_ERROR_CODE != 0;
+    let vector = info.vector();
+    let kind = info.interruption_type();
+    let interruption_type = kind.encoding();
 
     // Type 1 is reserved; type 7 needs the monitor trap flag.
     let mtf_supported = caps.primary_proc.allows_one(
@@ -912,19 +891,22 @@ fn check_event_injection<V: VmcsRead + ?Sized>(
             .bits()
             .trailing_zeros(),
     );
-    if interruption_type == TYPE_RESERVED
-        || (interruption_type == TYPE_OTHER_EVENT && !mtf_supported)
+    if kind == InterruptionType::Reserved
+        || (kind == InterruptionType::OtherEvent && !mtf_supported)
     {
         return Err(ControlCheck::InjectionTypeReserved { interruption_type });
     }
 
     // The vector must fit the type.
-    match interruption_type {
-        TYPE_NMI if vector != 2 => return Err(ControlCheck::InjectedNmiVectorNot2 { vector }),
-        TYPE_HARDWARE_EXCEPTION if vector > 31 => {
+    match kind {
+        InterruptionType::Nmi if info.exception() != ExceptionVector::Nmi => {
+            return Err(ControlCheck::InjectedNmiVectorNot2 { vector });
+        }
+        InterruptionType::HardwareException if vector > 31 => {
             return Err(ControlCheck::InjectedHardwareExceptionVectorTooLarge { vector });
         }
-        TYPE_OTHER_EVENT if vector != 0 => {
+        // Vector 0: pending MTF VM exit.
+        InterruptionType::OtherEvent if vector != 0 => {
             return Err(ControlCheck::InjectedOtherEventVectorNotZero { vector });
         }
         _ => {}
@@ -935,16 +917,14 @@ fn check_event_injection<V: VmcsRead + ?Sized>(
     // IA32_VMX_BASIC[56] = 1, a hardware exception injected in protected
     // mode may carry an error code or not, whatever its vector (SDM
     // 27.2.1.3 and A.1).
-    let protected_mode = !controls
-        .secondary
-        .contains(SecondaryProcControls::UNRESTRICTED_GUEST)
-        || vmcs.read_field(VmcsField::GuestCr0) & CR0_PE != 0;
-    let hardware_exception = interruption_type == TYPE_HARDWARE_EXCEPTION;
+    let protected_mode = !controls.unrestricted_guest()
+        || Cr0::from_bits_retain(read(vmcs, VmcsField::GuestCr0)).contains(Cr0::PE);
+    let hardware_exception = kind == InterruptionType::HardwareException;
     let relaxed =
         caps.basic.entry_exception_error_code_relaxed() && protected_mode && hardware_exception;
     if !relaxed {
-        let expected = protected_mode && hardware_exception && exception_has_error_code(vector);
-        if deliver_error_code != expected {
+        let expected = protected_mode && hardware_exception && info.exception().has_error_code();
+        if info.has_error_code() != expected {
             return Err(ControlCheck::InjectionDeliverErrorCodeMismatch {
                 expected,
                 interruption_type,
@@ -953,26 +933,25 @@ fn check_event_injection<V: VmcsRead + ?Sized>(
         }
     }
 
-    let mut reserved = INTERRUPTION_RESERVED;
-    if caps.basic.raw() >> BASIC_FRED_INJECTION & 1 != 0 {
-        reserved &= !INTERRUPTION_NESTED_EXCEPTION;
+    // Bits 30:12 are reserved, except bit 13 (nested exception) on
+    // processors with FRED (IA32_VMX_BASIC[58]).
+    let mut reserved = InterruptionInfo::ENTRY_RESERVED_MASK;
+    if !caps.basic.nested_exception() {
+        reserved |= InterruptionInfo::NESTED_EXCEPTION;
     }
-    if info & reserved != 0 {
-        return Err(ControlCheck::InjectionReservedBits { info });
+    if info.raw() & reserved != 0 {
+        return Err(ControlCheck::InjectionReservedBits { info: info.raw() });
     }
 
-    if deliver_error_code {
-        let error_code = vmcs.read_field(VmcsField::VmEntryExceptionErrorCode) as u32;
+    if info.has_error_code() {
+        let error_code = read(vmcs, VmcsField::VmEntryExceptionErrorCode) as u32;
         if error_code & 0xffff_0000 != 0 {
             return Err(ControlCheck::InjectionErrorCodeReservedBits { error_code });
         }
     }
 
-    if matches!(
-        interruption_type,
-        TYPE_SOFTWARE_INTERRUPT | TYPE_PRIVILEGED_SOFTWARE_EXCEPTION | TYPE_SOFTWARE_EXCEPTION
-    ) {
-        let length = vmcs.read_field(VmcsField::VmEntryInstructionLength) as u32;
+    if kind.uses_instruction_length() {
+        let length = read(vmcs, VmcsField::VmEntryInstructionLength) as u32;
         let zero_allowed = caps.misc.zero_length_injection();
         if length > MAX_INSTRUCTION_LENGTH || (length == 0 && !zero_allowed) {
             return Err(ControlCheck::InjectionInstructionLengthInvalid { length });

@@ -31,15 +31,17 @@
 //! - `IA32_S_CET`: canonical (as the SDM states) and bits 9:6 (reserved in
 //!   the MSR) 0.
 //! - `IA32_LBR_CTL`: only bits 3:0 and 22:16 may be 1.
+//! - Pending debug exceptions: bits 10:4, 13, 15 and 63:17 must be 0; bit
+//!   11 is BLD (bus-lock detected) in current SDMs, which older editions
+//!   reserved.
 //!
 //! # Checks not performed here
 //!
 //! - VMCS link pointer: the revision identifier and shadow-VMCS bit in the
-//!   4 bytes it references live in memory, not in the VMCS. The rule "must
-//!   not contain the current-VMCS pointer" needs the current-VMCS pointer,
-//!   which [`EntryContext`] does not carry (it has the VMXON pointer, which
-//!   the SDM does not compare the link pointer with); the SMM rule about the
-//!   executive-VMCS pointer needs SMM state.
+//!   4 bytes it references live in memory, not in the VMCS; the SMM rule
+//!   about the executive-VMCS pointer needs SMM state. (The rule that it
+//!   must not be the current-VMCS pointer is checked, against
+//!   [`EntryContext::current_vmcs_pointer`].)
 //! - PDPTEs when "enable EPT" is 0: VM entry loads them from guest memory at
 //!   CR3 (SDM 27.3.1.6); the caller must load and check them.
 //! - SMM: the processor is assumed not to be in SMM (hv never enters VMX
@@ -47,84 +49,35 @@
 //! - CPUID-dependent rules: enclave interruption needs SGX, a pending RTM
 //!   debug exception needs RTM; only their VMCS-internal parts are checked.
 //! - "load `IA32_FRED`" (FRED state) and "load `IA32_SPEC_CTRL`": not checked.
-//! - The `IA32_S_CET` rule that SUPPRESS (bit 10) and TRACKER (bit 11) are
-//!   not both 1 is a WRMSR rule that the SDM does not list for VM entry.
 
 use super::EntryContext;
+use super::host::PERF_GLOBAL_CTRL_RESERVED;
+use super::util::{
+    EffectiveControls, NO_LINK_POINTER, cet_without_write_protect, cr3_within_physical_width,
+    display_as_name, read,
+};
 use crate::capabilities::VmxCapabilities;
-use crate::controls::{
-    EntryControls, PinBasedControls, PrimaryProcControls, SecondaryProcControls,
+use crate::controls::{EntryControls, ExceptionVector, PinBasedControls};
+use crate::interruption::{
+    ActivityState, Interruptibility, InterruptionInfo, InterruptionType, PendingDebugExceptions,
+};
+use crate::registers::{
+    Cet, Cr0, Cr4, DebugCtl, Efer, InvalidPatEntry, Rflags, first_invalid_pat_entry,
 };
 use crate::vmcs::{VmcsField, VmcsRead};
 
-// CR0 bits (SDM Vol. 3A 2.5).
-const CR0_PE: u64 = 1 << 0;
-const CR0_WP: u64 = 1 << 16;
-const CR0_NW: u64 = 1 << 29;
-const CR0_CD: u64 = 1 << 30;
-const CR0_PG: u64 = 1 << 31;
-// CR4 bits (SDM Vol. 3A 2.5).
-const CR4_PAE: u64 = 1 << 5;
-const CR4_PCIDE: u64 = 1 << 17;
-const CR4_CET: u64 = 1 << 23;
-// RFLAGS bits (SDM Vol. 1 3.4.3, Vol. 3A 2.3).
-const RFLAGS_ALWAYS_ONE: u64 = 1 << 1;
-/// Bits 63:22, 15, 5 and 3 of RFLAGS are reserved and must be 0.
-const RFLAGS_RESERVED_ZERO: u64 = !0x3f_ffff | (1 << 15) | (1 << 5) | (1 << 3);
-const RFLAGS_TF: u64 = 1 << 8;
-const RFLAGS_IF: u64 = 1 << 9;
-const RFLAGS_VM: u64 = 1 << 17;
-// IA32_DEBUGCTL (SDM Vol. 3B 18.4.1, Figure 18-3).
-const DEBUGCTL_BTF: u64 = 1 << 1;
-/// Bits 5:2 and 63:16 (see the module docs for bit 2).
-const DEBUGCTL_RESERVED: u64 = 0x3c | !0xffff;
-// IA32_EFER (SDM Vol. 3A 2.2.1): SCE, LME, LMA, NXE.
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_DEFINED: u64 = 1 | EFER_LME | EFER_LMA | (1 << 11);
-/// `IA32_PERF_GLOBAL_CTRL` bits 63:49 (SDM Vol. 3B Figure 20-3 and later).
-const PERF_GLOBAL_CTRL_RESERVED: u64 = !((1 << 49) - 1);
+/// `IA32_DEBUGCTL` bits treated as reserved: 5:3 and 63:16 (reserved in the
+/// MSR) and bit 2 (BLD; see the module docs).
+const DEBUGCTL_RESERVED: u64 = !DebugCtl::all().bits() | DebugCtl::BLD.bits();
 /// `IA32_BNDCFGS` bits 11:2 (SDM Vol. 1 17.3.3).
 const BNDCFGS_RESERVED: u64 = 0xffc;
 /// `IA32_RTIT_CTL` bits 18, 23, 30:28, 54:48, 63:57 (SDM Vol. 3C Table 33-6).
 const RTIT_CTL_RESERVED: u64 = (1 << 18) | (1 << 23) | (0x7 << 28) | (0x7f << 48) | (0x7f << 57);
-/// `IA32_S_CET` bits 9:6 (SDM Vol. 1 17.2.3).
-const S_CET_RESERVED: u64 = 0x3c0;
 /// `IA32_LBR_CTL` defined bits: 3:0 and 22:16 (SDM Vol. 3B 19.1.2.2).
 const LBR_CTL_DEFINED: u64 = 0xf | (0x7f << 16);
-/// Interruptibility state bits 31:5 (SDM 25.4.2, Table 25-3).
-const INTERRUPTIBILITY_RESERVED: u64 = !0x1f;
-const BLOCKING_BY_STI: u64 = 1 << 0;
-const BLOCKING_BY_MOV_SS: u64 = 1 << 1;
-const BLOCKING_BY_SMI: u64 = 1 << 2;
-const BLOCKING_BY_NMI: u64 = 1 << 3;
-const ENCLAVE_INTERRUPTION: u64 = 1 << 4;
-/// Pending debug exceptions bits 11:4, 13, 15 and 63:17 (SDM 25.4.2,
-/// Table 25-4).
-const PENDING_DEBUG_RESERVED: u64 = 0xff0 | (1 << 13) | (1 << 15) | !0x1_ffff;
-const PENDING_DEBUG_ENABLED_BREAKPOINT: u64 = 1 << 12;
-const PENDING_DEBUG_BS: u64 = 1 << 14;
-const PENDING_DEBUG_RTM: u64 = 1 << 16;
-/// "No VMCS link" (SDM 25.4.2).
-const NO_LINK_POINTER: u64 = u64::MAX;
 /// PDPTE bits 2:1 and 8:5 (SDM Vol. 3A 4.4.1, Table 4-8).
 const PDPTE_RESERVED_LOW: u64 = 0x6 | 0x1e0;
 const PDPTE_PRESENT: u64 = 1;
-// VM-entry interruption-information field (SDM 25.8.3, Table 25-17).
-const INJECTION_VALID: u64 = 1 << 31;
-const TYPE_EXTERNAL_INTERRUPT: u8 = 0;
-const TYPE_NMI: u8 = 2;
-const TYPE_HARDWARE_EXCEPTION: u8 = 3;
-const TYPE_OTHER_EVENT: u8 = 7;
-const VECTOR_DEBUG: u8 = 1;
-const VECTOR_MACHINE_CHECK: u8 = 18;
-/// "Other event" vector 0: pending MTF VM exit.
-const VECTOR_PENDING_MTF: u8 = 0;
-// Activity states (SDM 25.4.2).
-const ACTIVITY_ACTIVE: u32 = 0;
-const ACTIVITY_HLT: u32 = 1;
-const ACTIVITY_SHUTDOWN: u32 = 2;
-const ACTIVITY_WAIT_FOR_SIPI: u32 = 3;
 
 /// A segment register of the guest-state area.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -217,12 +170,6 @@ impl SegmentRegister {
     }
 }
 
-impl core::fmt::Display for SegmentRegister {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// CS, SS, DS, ES, FS, GS in the order SDM 27.3.1.2 names them.
 const CODE_AND_DATA_SEGMENTS: [SegmentRegister; 6] = [
     SegmentRegister::Cs,
@@ -249,6 +196,8 @@ pub struct SegmentAccessRights(u32);
 impl SegmentAccessRights {
     /// Bits 11:8 and 31:17 are reserved.
     const RESERVED: u32 = 0xf00 | 0xfffe_0000;
+    /// Bit 16: the segment is unusable (SDM 25.4.1).
+    pub const UNUSABLE: u32 = 1 << 16;
 
     /// Wraps a raw access-rights field.
     pub const fn from_raw(raw: u32) -> Self {
@@ -297,7 +246,7 @@ impl SegmentAccessRights {
 
     /// Bit 16: segment unusable (SDM 25.4.1).
     pub const fn is_unusable(self) -> bool {
-        self.0 & (1 << 16) != 0
+        self.0 & Self::UNUSABLE != 0
     }
 
     /// The reserved bits (11:8 and 31:17) that are set.
@@ -325,11 +274,7 @@ impl DescriptorTable {
     }
 }
 
-impl core::fmt::Display for DescriptorTable {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(SegmentRegister, DescriptorTable);
 
 /// The guest-state check that failed (SDM 27.3.1), one variant per rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -494,6 +439,14 @@ pub enum GuestCheck {
     /// "load CET state" is 1 and `IA32_S_CET` sets reserved bits (9:6).
     #[error("guest IA32_S_CET {value:#x} sets reserved bits (9:6)")]
     SCetReservedBits {
+        /// The field.
+        value: u64,
+    },
+    /// "load CET state" is 1 and `IA32_S_CET` sets both SUPPRESS (bit 10)
+    /// and TRACKER (bit 11), as the host-state check also refuses (KVM
+    /// applies the same rule to both).
+    #[error("guest IA32_S_CET {value:#x} must not set both SUPPRESS and TRACKER")]
+    SCetSuppressAndTracker {
         /// The field.
         value: u64,
     },
@@ -864,8 +817,9 @@ pub enum GuestCheck {
     /// Enclave interruption with blocking by MOV SS.
     #[error("guest enclave interruption (bit 4) requires blocking by MOV SS to be 0")]
     EnclaveInterruptionWithMovSsBlocking,
-    /// Pending debug exceptions bits 11:4, 13, 15 or 63:17 are set.
-    #[error("guest pending debug exceptions {value:#x} set reserved bits (11:4, 13, 15, 63:17)")]
+    /// Pending debug exceptions bits 10:4, 13, 15 or 63:17 are set (bit 11 is
+    /// BLD, bus-lock detected, in current SDMs).
+    #[error("guest pending debug exceptions {value:#x} set reserved bits (10:4, 13, 15, 63:17)")]
     PendingDebugReservedBits {
         /// The field.
         value: u64,
@@ -899,6 +853,12 @@ pub enum GuestCheck {
     /// MAXPHYADDR.
     #[error("VMCS link pointer {pointer:#x} sets bits beyond the physical-address width")]
     LinkPointerBeyondPhysicalWidth {
+        /// The field.
+        pointer: u64,
+    },
+    /// The VMCS link pointer is the current-VMCS pointer (outside SMM).
+    #[error("VMCS link pointer {pointer:#x} must not be the current-VMCS pointer")]
+    LinkPointerIsCurrentVmcs {
         /// The field.
         pointer: u64,
     },
@@ -942,6 +902,7 @@ impl GuestCheck {
             | Self::BndcfgsBaseNotCanonical { .. }
             | Self::RtitCtlReservedBits { .. }
             | Self::SCetReservedBits { .. }
+            | Self::SCetSuppressAndTracker { .. }
             | Self::LbrCtlReservedBits { .. }
             | Self::PkrsReservedBits { .. }
             | Self::UinvReservedBits { .. } => "27.3.1.1",
@@ -1005,7 +966,8 @@ impl GuestCheck {
             | Self::PendingDebugRtmInvalid { .. }
             | Self::PendingDebugRtmWithMovSsBlocking
             | Self::LinkPointerNotAligned { .. }
-            | Self::LinkPointerBeyondPhysicalWidth { .. } => "27.3.1.5",
+            | Self::LinkPointerBeyondPhysicalWidth { .. }
+            | Self::LinkPointerIsCurrentVmcs { .. } => "27.3.1.5",
             Self::PdpteReservedBits { .. } => "27.3.1.6",
         }
     }
@@ -1018,7 +980,9 @@ impl GuestCheck {
         match self {
             Self::PdpteReservedBits { .. } => 2,
             Self::NmiWhileBlockedBySti => 3,
-            Self::LinkPointerNotAligned { .. } | Self::LinkPointerBeyondPhysicalWidth { .. } => 4,
+            Self::LinkPointerNotAligned { .. }
+            | Self::LinkPointerBeyondPhysicalWidth { .. }
+            | Self::LinkPointerIsCurrentVmcs { .. } => 4,
             _ => 0,
         }
     }
@@ -1032,16 +996,6 @@ const fn high_bits_identical(value: u64, low: u32) -> bool {
     }
     let shift = 63 - low;
     ((value << shift).cast_signed() >> shift).cast_unsigned() == value
-}
-
-/// Whether `address` is canonical for a linear-address width of `width`
-/// bits: bits 63:width-1 identical (SDM Vol. 1 3.3.7.1). Total for any
-/// width, unlike an unchecked shift.
-const fn is_canonical(address: u64, width: u8) -> bool {
-    if width == 0 {
-        return address == 0 || address == u64::MAX;
-    }
-    high_bits_identical(address, width as u32 - 1)
 }
 
 /// Whether `value` fits a linear-address width of N bits in the sense of
@@ -1099,6 +1053,27 @@ impl Segment {
         Ok(())
     }
 
+    /// The checks TR and a usable LDTR share after their type (SDM
+    /// 27.3.1.2): S (bit 4) is 0, P (bit 7) is 1, bits 11:8 are 0, then G
+    /// (bit 15) against the limit.
+    const fn check_system_rights(&self) -> Result<(), GuestCheck> {
+        if self.rights.is_code_or_data() {
+            return Err(GuestCheck::SystemSegmentNotSystem {
+                segment: self.register,
+            });
+        }
+        if !self.rights.is_present() {
+            return Err(GuestCheck::SegmentNotPresent {
+                segment: self.register,
+            });
+        }
+        if self.rights.reserved_bits() & 0xf00 != 0 {
+            return self.check_reserved();
+        }
+        self.check_granularity()
+    }
+
+    /// Access-rights bits 11:8 and 31:17 (reserved) are 0.
     const fn check_reserved(&self) -> Result<(), GuestCheck> {
         if self.rights.reserved_bits() != 0 {
             return Err(GuestCheck::AccessRightsReservedBits {
@@ -1110,99 +1085,87 @@ impl Segment {
     }
 }
 
-/// Reads `field`, keeping only the bits its width holds (what VMREAD
-/// returns), whatever the reader does with the rest.
-fn read<V: VmcsRead + ?Sized>(vmcs: &V, field: VmcsField) -> u64 {
-    vmcs.read_field(field) & field.width().mask()
-}
-
 /// The controls and registers that many checks depend on.
 #[derive(Clone, Copy, Debug)]
 struct Facts {
-    entry: EntryControls,
-    /// The secondary controls as VM entry sees them: empty unless
-    /// "activate secondary controls" is 1 (SDM 25.6.2).
-    secondary: SecondaryProcControls,
-    pin: PinBasedControls,
-    cr0: u64,
-    cr4: u64,
-    rflags: u64,
-    interruptibility: u64,
-    activity_state: u32,
+    /// The control words as VM entry sees them: the secondary controls are
+    /// empty unless "activate secondary controls" is 1 (SDM 25.6.2).
+    controls: EffectiveControls,
+    cr0: Cr0,
+    cr4: Cr4,
+    rflags: Rflags,
+    interruptibility: Interruptibility,
+    activity_state: ActivityState,
     /// The VM-entry interruption-information field, if its valid bit is 1.
-    injection: Option<u32>,
+    injection: Option<InterruptionInfo>,
 }
 
 impl Facts {
     fn read<V: VmcsRead + ?Sized>(vmcs: &V) -> Self {
-        let entry = EntryControls::from_bits_retain(read(vmcs, VmcsField::VmEntryControls) as u32);
-        let primary = PrimaryProcControls::from_bits_retain(read(
-            vmcs,
-            VmcsField::PrimaryProcBasedControls,
-        ) as u32);
-        // SDM 25.6.2: with "activate secondary controls" 0, the secondary
-        // controls are treated as 0.
-        let secondary = if primary.contains(PrimaryProcControls::ACTIVATE_SECONDARY_CONTROLS) {
-            SecondaryProcControls::from_bits_retain(read(
-                vmcs,
-                VmcsField::SecondaryProcBasedControls,
-            ) as u32)
-        } else {
-            SecondaryProcControls::empty()
-        };
-        let pin =
-            PinBasedControls::from_bits_retain(read(vmcs, VmcsField::PinBasedControls) as u32);
-        let injection_raw = read(vmcs, VmcsField::VmEntryInterruptionInfo);
+        let injection =
+            InterruptionInfo::from_raw(read(vmcs, VmcsField::VmEntryInterruptionInfo) as u32);
         Self {
-            entry,
-            secondary,
-            pin,
-            cr0: read(vmcs, VmcsField::GuestCr0),
-            cr4: read(vmcs, VmcsField::GuestCr4),
-            rflags: read(vmcs, VmcsField::GuestRflags),
-            interruptibility: read(vmcs, VmcsField::GuestInterruptibilityState),
-            activity_state: read(vmcs, VmcsField::GuestActivityState) as u32,
-            injection: if injection_raw & INJECTION_VALID != 0 {
-                Some(injection_raw as u32)
+            controls: EffectiveControls::read(vmcs),
+            cr0: Cr0::from_bits_retain(read(vmcs, VmcsField::GuestCr0)),
+            cr4: Cr4::from_bits_retain(read(vmcs, VmcsField::GuestCr4)),
+            rflags: Rflags::from_bits_retain(read(vmcs, VmcsField::GuestRflags)),
+            interruptibility: Interruptibility::from_raw(read(
+                vmcs,
+                VmcsField::GuestInterruptibilityState,
+            ) as u32),
+            activity_state: ActivityState::from_raw(
+                read(vmcs, VmcsField::GuestActivityState) as u32
+            ),
+            injection: if injection.is_valid() {
+                Some(injection)
             } else {
                 None
             },
         }
     }
 
+    /// The VM-entry controls.
+    const fn entry(&self) -> EntryControls {
+        self.controls.entry
+    }
+
     /// The "IA-32e mode guest" VM-entry control.
     const fn ia32e_mode_guest(&self) -> bool {
-        self.entry.contains(EntryControls::IA32E_MODE_GUEST)
+        self.controls.ia32e_mode_guest()
     }
 
     /// The "unrestricted guest" VM-execution control.
     const fn unrestricted_guest(&self) -> bool {
-        self.secondary
-            .contains(SecondaryProcControls::UNRESTRICTED_GUEST)
+        self.controls.unrestricted_guest()
     }
 
     /// The "enable EPT" VM-execution control.
     const fn ept(&self) -> bool {
-        self.secondary.contains(SecondaryProcControls::ENABLE_EPT)
+        self.controls.ept()
     }
 
     /// The "virtual NMIs" VM-execution control.
     const fn virtual_nmis(&self) -> bool {
-        self.pin.contains(PinBasedControls::VIRTUAL_NMIS)
+        self.controls.pin.contains(PinBasedControls::VIRTUAL_NMIS)
     }
 
     /// Whether the guest will be in virtual-8086 mode (RFLAGS.VM = 1).
     const fn virtual_8086(&self) -> bool {
-        self.rflags & RFLAGS_VM != 0
+        self.rflags.contains(Rflags::VM)
     }
 
-    /// The interruption type (bits 10:8) of the injected event, if any.
-    fn injected_type(&self) -> Option<u8> {
-        self.injection.map(|info| ((info >> 8) & 7) as u8)
+    /// Whether VM entry injects an event of type `kind`.
+    fn injects(&self, kind: InterruptionType) -> bool {
+        self.injection
+            .is_some_and(|info| info.interruption_type() == kind)
     }
 
-    fn injects(&self, interruption_type: u8) -> bool {
-        self.injected_type() == Some(interruption_type)
+    /// Whether the interruptibility state indicates blocking by STI or by
+    /// MOV SS.
+    const fn blocking_by_sti_or_mov_ss(&self) -> bool {
+        self.interruptibility.intersects(
+            Interruptibility::BLOCKING_BY_STI.union(Interruptibility::BLOCKING_BY_MOV_SS),
+        )
     }
 }
 
@@ -1233,38 +1196,40 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
     context: &EntryContext,
     facts: &Facts,
 ) -> Result<(), GuestCheck> {
-    let Facts {
-        cr0, cr4, entry, ..
-    } = *facts;
+    let Facts { cr0, cr4, .. } = *facts;
+    let entry = facts.entry();
     let ia32e_mode_guest = facts.ia32e_mode_guest();
-    let width = context.linear_address_width;
 
     // CR0 against the fixed bits; CD and NW are never checked, PE and PG not
     // with "unrestricted guest".
-    let mut free = CR0_CD | CR0_NW;
+    let mut free = Cr0::CD | Cr0::NW;
     if facts.unrestricted_guest() {
-        free |= CR0_PE | CR0_PG;
+        free |= Cr0::PE | Cr0::PG;
     }
-    if let Some(violation) = caps.cr0_fixed.freeing(free).first_violation(cr0) {
+    if let Some(violation) = caps
+        .cr0_fixed
+        .freeing(free.bits())
+        .first_violation(cr0.bits())
+    {
         return Err(GuestCheck::Cr0FixedBit {
-            cr0,
+            cr0: cr0.bits(),
             bit: violation.bit,
             must_be_one: violation.required,
         });
     }
     // CVE-2023-30456: PG without PE, even with "unrestricted guest".
-    if cr0 & CR0_PG != 0 && cr0 & CR0_PE == 0 {
-        return Err(GuestCheck::Cr0PagingWithoutProtection { cr0 });
+    if cr0.contains(Cr0::PG) && !cr0.contains(Cr0::PE) {
+        return Err(GuestCheck::Cr0PagingWithoutProtection { cr0: cr0.bits() });
     }
-    if let Some(violation) = caps.cr4_fixed.first_violation(cr4) {
+    if let Some(violation) = caps.cr4_fixed.first_violation(cr4.bits()) {
         return Err(GuestCheck::Cr4FixedBit {
-            cr4,
+            cr4: cr4.bits(),
             bit: violation.bit,
             must_be_one: violation.required,
         });
     }
-    if cr4 & CR4_CET != 0 && cr0 & CR0_WP == 0 {
-        return Err(GuestCheck::CetWithoutWriteProtect { cr0 });
+    if cet_without_write_protect(cr0, cr4) {
+        return Err(GuestCheck::CetWithoutWriteProtect { cr0: cr0.bits() });
     }
     let load_debug = entry.contains(EntryControls::LOAD_DEBUG_CONTROLS);
     if load_debug {
@@ -1276,20 +1241,19 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
     // Processors that support Intel 64 architecture.
     if ia32e_mode_guest {
         // CVE-2023-30456: IA-32e mode needs paging and PAE.
-        if cr0 & CR0_PG == 0 {
-            return Err(GuestCheck::Ia32eModeWithoutPaging { cr0 });
+        if !cr0.contains(Cr0::PG) {
+            return Err(GuestCheck::Ia32eModeWithoutPaging { cr0: cr0.bits() });
         }
-        if cr4 & CR4_PAE == 0 {
-            return Err(GuestCheck::Ia32eModeWithoutPae { cr4 });
+        if !cr4.contains(Cr4::PAE) {
+            return Err(GuestCheck::Ia32eModeWithoutPae { cr4: cr4.bits() });
         }
-    } else if cr4 & CR4_PCIDE != 0 {
-        return Err(GuestCheck::PcideOutsideIa32eMode { cr4 });
+    } else if cr4.contains(Cr4::PCIDE) {
+        return Err(GuestCheck::PcideOutsideIa32eMode { cr4: cr4.bits() });
     }
     // CR3: bits 63:52 and bits of 51:32 beyond MAXPHYADDR must be 0; bits
     // 31:0 are never checked here.
     let cr3 = read(vmcs, VmcsField::GuestCr3);
-    let cr3_width = context.physical_address_width.clamp(32, 52);
-    if cr3 >> cr3_width != 0 {
+    if !cr3_within_physical_width(cr3, context) {
         return Err(GuestCheck::Cr3BeyondPhysicalWidth { cr3 });
     }
     if load_debug {
@@ -1299,21 +1263,21 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
         }
     }
     let esp = read(vmcs, VmcsField::GuestSysenterEsp);
-    if !is_canonical(esp, width) {
+    if !context.is_canonical(esp) {
         return Err(GuestCheck::SysenterEspNotCanonical { address: esp });
     }
     let eip = read(vmcs, VmcsField::GuestSysenterEip);
-    if !is_canonical(eip, width) {
+    if !context.is_canonical(eip) {
         return Err(GuestCheck::SysenterEipNotCanonical { address: eip });
     }
     let load_cet = entry.contains(EntryControls::LOAD_CET_STATE);
     if load_cet {
         let s_cet = read(vmcs, VmcsField::GuestSCet);
-        if !is_canonical(s_cet, width) {
+        if !context.is_canonical(s_cet) {
             return Err(GuestCheck::SCetNotCanonical { value: s_cet });
         }
         let table = read(vmcs, VmcsField::GuestInterruptSspTableAddress);
-        if !is_canonical(table, width) {
+        if !context.is_canonical(table) {
             return Err(GuestCheck::InterruptSspTableNotCanonical { address: table });
         }
     }
@@ -1326,9 +1290,8 @@ fn check_loaded_msrs<V: VmcsRead + ?Sized>(
     context: &EntryContext,
     facts: &Facts,
 ) -> Result<(), GuestCheck> {
-    let Facts { cr0, entry, .. } = *facts;
+    let entry = facts.entry();
     let ia32e_mode_guest = facts.ia32e_mode_guest();
-    let width = context.linear_address_width;
     if entry.contains(EntryControls::LOAD_IA32_PERF_GLOBAL_CTRL) {
         let value = read(vmcs, VmcsField::GuestPerfGlobalCtrl);
         if value & PERF_GLOBAL_CTRL_RESERVED != 0 {
@@ -1336,21 +1299,29 @@ fn check_loaded_msrs<V: VmcsRead + ?Sized>(
         }
     }
     if entry.contains(EntryControls::LOAD_IA32_PAT) {
-        check_pat(read(vmcs, VmcsField::GuestPat))?;
+        let pat = read(vmcs, VmcsField::GuestPat);
+        if let Some(InvalidPatEntry { index, memory_type }) = first_invalid_pat_entry(pat) {
+            return Err(GuestCheck::PatInvalidMemoryType {
+                pat,
+                entry: index,
+                memory_type,
+            });
+        }
     }
     if entry.contains(EntryControls::LOAD_IA32_EFER) {
         let efer = read(vmcs, VmcsField::GuestEfer);
-        if efer & !EFER_DEFINED != 0 {
+        let flags = Efer::from_bits_retain(efer);
+        if !Efer::all().contains(flags) {
             return Err(GuestCheck::EferReservedBits { efer });
         }
-        let lma = efer & EFER_LMA != 0;
+        let lma = flags.contains(Efer::LMA);
         if lma != ia32e_mode_guest {
             return Err(GuestCheck::EferLmaMismatch {
                 efer,
                 ia32e_mode_guest,
             });
         }
-        if cr0 & CR0_PG != 0 && (efer & EFER_LME != 0) != lma {
+        if facts.cr0.contains(Cr0::PG) && flags.contains(Efer::LME) != lma {
             return Err(GuestCheck::EferLmeMismatch { efer });
         }
     }
@@ -1359,7 +1330,7 @@ fn check_loaded_msrs<V: VmcsRead + ?Sized>(
         if value & BNDCFGS_RESERVED != 0 {
             return Err(GuestCheck::BndcfgsReservedBits { value });
         }
-        if !is_canonical(value & !0xfff, width) {
+        if !context.is_canonical(value & !0xfff) {
             return Err(GuestCheck::BndcfgsBaseNotCanonical { value });
         }
     }
@@ -1371,8 +1342,12 @@ fn check_loaded_msrs<V: VmcsRead + ?Sized>(
     }
     if entry.contains(EntryControls::LOAD_CET_STATE) {
         let value = read(vmcs, VmcsField::GuestSCet);
-        if value & S_CET_RESERVED != 0 {
+        let s_cet = Cet::from_bits_retain(value);
+        if s_cet.intersects(Cet::RESERVED) {
             return Err(GuestCheck::SCetReservedBits { value });
+        }
+        if s_cet.contains(Cet::SUPPRESS | Cet::TRACKER) {
+            return Err(GuestCheck::SCetSuppressAndTracker { value });
         }
     }
     if entry.contains(EntryControls::LOAD_IA32_LBR_CTL) {
@@ -1396,22 +1371,6 @@ fn check_loaded_msrs<V: VmcsRead + ?Sized>(
     Ok(())
 }
 
-/// Each PAT entry must be a memory type WRMSR accepts: 0 (UC), 1 (WC),
-/// 4 (WT), 5 (WP), 6 (WB) or 7 (UC-) (SDM 27.3.1.1, Vol. 3A 13.12.2).
-fn check_pat(pat: u64) -> Result<(), GuestCheck> {
-    for entry in 0..8u8 {
-        let memory_type = (pat >> (u32::from(entry) * 8)) as u8;
-        if !matches!(memory_type, 0 | 1 | 4 | 5 | 6 | 7) {
-            return Err(GuestCheck::PatInvalidMemoryType {
-                pat,
-                entry,
-                memory_type,
-            });
-        }
-    }
-    Ok(())
-}
-
 /// SDM 27.3.1.2: segment registers, in the SDM's order (selectors, bases,
 /// limits, access rights sub-field by sub-field, then TR and LDTR).
 fn check_segment_registers<V: VmcsRead + ?Sized>(
@@ -1424,7 +1383,6 @@ fn check_segment_registers<V: VmcsRead + ?Sized>(
     let code_and_data = [cs, ss, ds, es, fs, gs];
     let tr = Segment::read(vmcs, SegmentRegister::Tr);
     let ldtr = Segment::read(vmcs, SegmentRegister::Ldtr);
-    let width = context.linear_address_width;
 
     // Selectors.
     if tr.selector & 4 != 0 {
@@ -1458,7 +1416,7 @@ fn check_segment_registers<V: VmcsRead + ?Sized>(
     }
     for segment in [tr, fs, gs, ldtr] {
         let must_be_canonical = segment.register != SegmentRegister::Ldtr || segment.usable();
-        if must_be_canonical && !is_canonical(segment.base, width) {
+        if must_be_canonical && !context.is_canonical(segment.base) {
             return Err(GuestCheck::BaseNotCanonical {
                 segment: segment.register,
                 base: segment.base,
@@ -1563,7 +1521,7 @@ fn check_code_and_data_rights(segments: &[Segment; 6], facts: &Facts) -> Result<
             rpl: ss.rpl(),
         });
     }
-    if (cs_type == 3 || facts.cr0 & CR0_PE == 0) && ss_dpl != 0 {
+    if (cs_type == 3 || !facts.cr0.contains(Cr0::PE)) && ss_dpl != 0 {
         return Err(GuestCheck::SsDplNotZero { dpl: ss_dpl });
     }
     if !facts.unrestricted_guest() {
@@ -1623,7 +1581,7 @@ fn data_segments(segments: &[Segment; 6]) -> impl Iterator<Item = &Segment> {
 }
 
 /// TR access rights (SDM 27.3.1.2), in every mode.
-const fn check_tr(tr: &Segment, facts: &Facts) -> Result<(), GuestCheck> {
+fn check_tr(tr: &Segment, facts: &Facts) -> Result<(), GuestCheck> {
     let segment_type = tr.rights.segment_type();
     let type_ok = if facts.ia32e_mode_guest() {
         segment_type == 11
@@ -1636,22 +1594,7 @@ const fn check_tr(tr: &Segment, facts: &Facts) -> Result<(), GuestCheck> {
             ia32e_mode_guest: facts.ia32e_mode_guest(),
         });
     }
-    if tr.rights.is_code_or_data() {
-        return Err(GuestCheck::SystemSegmentNotSystem {
-            segment: SegmentRegister::Tr,
-        });
-    }
-    if !tr.rights.is_present() {
-        return Err(GuestCheck::SegmentNotPresent {
-            segment: SegmentRegister::Tr,
-        });
-    }
-    if tr.rights.reserved_bits() & 0xf00 != 0 {
-        return tr.check_reserved();
-    }
-    if let Err(failure) = tr.check_granularity() {
-        return Err(failure);
-    }
+    tr.check_system_rights()?;
     if tr.rights.is_unusable() {
         return Err(GuestCheck::TrUnusable);
     }
@@ -1659,7 +1602,7 @@ const fn check_tr(tr: &Segment, facts: &Facts) -> Result<(), GuestCheck> {
 }
 
 /// LDTR access rights (SDM 27.3.1.2), only if LDTR is usable.
-const fn check_ldtr(ldtr: &Segment) -> Result<(), GuestCheck> {
+fn check_ldtr(ldtr: &Segment) -> Result<(), GuestCheck> {
     if !ldtr.usable() {
         return Ok(());
     }
@@ -1667,22 +1610,7 @@ const fn check_ldtr(ldtr: &Segment) -> Result<(), GuestCheck> {
     if segment_type != 2 {
         return Err(GuestCheck::LdtrTypeInvalid { segment_type });
     }
-    if ldtr.rights.is_code_or_data() {
-        return Err(GuestCheck::SystemSegmentNotSystem {
-            segment: SegmentRegister::Ldtr,
-        });
-    }
-    if !ldtr.rights.is_present() {
-        return Err(GuestCheck::SegmentNotPresent {
-            segment: SegmentRegister::Ldtr,
-        });
-    }
-    if ldtr.rights.reserved_bits() & 0xf00 != 0 {
-        return ldtr.check_reserved();
-    }
-    if let Err(failure) = ldtr.check_granularity() {
-        return Err(failure);
-    }
+    ldtr.check_system_rights()?;
     ldtr.check_reserved()
 }
 
@@ -1705,7 +1633,7 @@ fn check_descriptor_tables<V: VmcsRead + ?Sized>(
     ];
     for (table, base_field, _) in tables {
         let base = read(vmcs, base_field);
-        if !is_canonical(base, context.linear_address_width) {
+        if !context.is_canonical(base) {
             return Err(GuestCheck::DescriptorTableBaseNotCanonical { table, base });
         }
     }
@@ -1742,22 +1670,24 @@ fn check_rip_rflags_ssp<V: VmcsRead + ?Sized>(
     }
 
     let rflags = facts.rflags;
-    if rflags & RFLAGS_RESERVED_ZERO != 0 || rflags & RFLAGS_ALWAYS_ONE == 0 {
-        return Err(GuestCheck::RflagsReservedBits { rflags });
+    if rflags.intersects(Rflags::RESERVED_ZERO) || !rflags.contains(Rflags::RESERVED_ONE) {
+        return Err(GuestCheck::RflagsReservedBits {
+            rflags: rflags.bits(),
+        });
     }
     if facts.virtual_8086() {
         if facts.ia32e_mode_guest() {
             return Err(GuestCheck::V8086InIa32eMode);
         }
-        if facts.cr0 & CR0_PE == 0 {
+        if !facts.cr0.contains(Cr0::PE) {
             return Err(GuestCheck::V8086WithoutProtection);
         }
     }
-    if facts.injects(TYPE_EXTERNAL_INTERRUPT) && rflags & RFLAGS_IF == 0 {
+    if facts.injects(InterruptionType::ExternalInterrupt) && !rflags.contains(Rflags::IF) {
         return Err(GuestCheck::ExternalInterruptWithInterruptsDisabled);
     }
 
-    if facts.entry.contains(EntryControls::LOAD_CET_STATE) {
+    if facts.entry().contains(EntryControls::LOAD_CET_STATE) {
         let ssp = read(vmcs, VmcsField::GuestSsp);
         if ssp & 3 != 0 {
             return Err(GuestCheck::SspMisaligned { ssp });
@@ -1792,18 +1722,20 @@ fn check_activity_state<V: VmcsRead + ?Sized>(
     caps: &VmxCapabilities,
     facts: &Facts,
 ) -> Result<(), GuestCheck> {
-    let state = facts.activity_state;
-    let supported = match state {
-        ACTIVITY_ACTIVE => true,
-        ACTIVITY_HLT => caps.misc.activity_hlt(),
-        ACTIVITY_SHUTDOWN => caps.misc.activity_shutdown(),
-        ACTIVITY_WAIT_FOR_SIPI => caps.misc.activity_wait_for_sipi(),
-        _ => return Err(GuestCheck::ActivityStateInvalid { state }),
+    let activity = facts.activity_state;
+    let state = activity.raw();
+    // IA32_VMX_MISC bits 8:6 report HLT, shutdown and wait-for-SIPI.
+    let supported = match activity {
+        ActivityState::Active => true,
+        ActivityState::Hlt => caps.misc.activity_hlt(),
+        ActivityState::Shutdown => caps.misc.activity_shutdown(),
+        ActivityState::WaitForSipi => caps.misc.activity_wait_for_sipi(),
+        ActivityState::Reserved(_) => return Err(GuestCheck::ActivityStateInvalid { state }),
     };
     if !supported {
         return Err(GuestCheck::ActivityStateUnsupported { state });
     }
-    if state == ACTIVITY_HLT {
+    if activity == ActivityState::Hlt {
         let ss_rights =
             SegmentAccessRights::from_raw(read(vmcs, VmcsField::GuestSsAccessRights) as u32);
         if ss_rights.dpl() != 0 {
@@ -1812,70 +1744,75 @@ fn check_activity_state<V: VmcsRead + ?Sized>(
             });
         }
     }
-    if facts.interruptibility & (BLOCKING_BY_STI | BLOCKING_BY_MOV_SS) != 0
-        && state != ACTIVITY_ACTIVE
-    {
+    if facts.blocking_by_sti_or_mov_ss() && activity != ActivityState::Active {
         return Err(GuestCheck::BlockingWhileNotActive { state });
     }
-    if let Some(info) = facts.injection {
-        let interruption_type = ((info >> 8) & 7) as u8;
-        let vector = info as u8;
-        let allowed = match state {
-            ACTIVITY_HLT => match interruption_type {
-                TYPE_EXTERNAL_INTERRUPT | TYPE_NMI => true,
-                TYPE_HARDWARE_EXCEPTION => vector == VECTOR_DEBUG || vector == VECTOR_MACHINE_CHECK,
-                TYPE_OTHER_EVENT => vector == VECTOR_PENDING_MTF,
-                _ => false,
-            },
-            ACTIVITY_SHUTDOWN => {
-                interruption_type == TYPE_NMI
-                    || (interruption_type == TYPE_HARDWARE_EXCEPTION
-                        && vector == VECTOR_MACHINE_CHECK)
-            }
-            ACTIVITY_WAIT_FOR_SIPI => false,
-            _ => true,
-        };
-        if !allowed {
-            return Err(GuestCheck::EventBlockedInActivityState {
-                state,
-                interruption_info: info,
-            });
-        }
+    if let Some(info) = facts.injection
+        && !injection_allowed(activity, info)
+    {
+        return Err(GuestCheck::EventBlockedInActivityState {
+            state,
+            interruption_info: info.raw(),
+        });
     }
-    if state == ACTIVITY_WAIT_FOR_SIPI && facts.entry.contains(EntryControls::ENTRY_TO_SMM) {
+    if activity == ActivityState::WaitForSipi && facts.entry().contains(EntryControls::ENTRY_TO_SMM)
+    {
         return Err(GuestCheck::WaitForSipiWithEntryToSmm);
     }
     Ok(())
 }
 
+/// Whether an event may be injected in an activity state (SDM 27.3.1.5):
+/// any in the active state; in HLT external interrupts, NMIs, #DB, #MC and
+/// pending MTF VM exits; in shutdown NMIs and #MC; in wait-for-SIPI none.
+fn injection_allowed(activity: ActivityState, info: InterruptionInfo) -> bool {
+    let vector = info.exception();
+    match (activity, info.interruption_type()) {
+        (ActivityState::Active | ActivityState::Reserved(_), _)
+        | (ActivityState::Hlt, InterruptionType::ExternalInterrupt | InterruptionType::Nmi)
+        | (ActivityState::Shutdown, InterruptionType::Nmi) => true,
+        (ActivityState::Hlt, InterruptionType::HardwareException) => {
+            matches!(
+                vector,
+                ExceptionVector::Debug | ExceptionVector::MachineCheck
+            )
+        }
+        // "Other event" vector 0: pending MTF VM exit (SDM 25.8.3).
+        (ActivityState::Hlt, InterruptionType::OtherEvent) => info.vector() == 0,
+        (ActivityState::Shutdown, InterruptionType::HardwareException) => {
+            vector == ExceptionVector::MachineCheck
+        }
+        _ => false,
+    }
+}
+
 /// Interruptibility state (SDM 27.3.1.5).
 fn check_interruptibility(facts: &Facts) -> Result<(), GuestCheck> {
-    let value = facts.interruptibility;
-    if value & INTERRUPTIBILITY_RESERVED != 0 {
-        return Err(GuestCheck::InterruptibilityReservedBits {
-            value: value as u32,
-        });
+    let state = facts.interruptibility;
+    if state.raw() & Interruptibility::RESERVED_MASK != 0 {
+        return Err(GuestCheck::InterruptibilityReservedBits { value: state.raw() });
     }
-    let sti = value & BLOCKING_BY_STI != 0;
-    let mov_ss = value & BLOCKING_BY_MOV_SS != 0;
+    let sti = state.contains(Interruptibility::BLOCKING_BY_STI);
+    let mov_ss = state.contains(Interruptibility::BLOCKING_BY_MOV_SS);
+    let smi = state.contains(Interruptibility::BLOCKING_BY_SMI);
     if sti && mov_ss {
         return Err(GuestCheck::BlockingByStiAndMovSs);
     }
-    if sti && facts.rflags & RFLAGS_IF == 0 {
+    if sti && !facts.rflags.contains(Rflags::IF) {
         return Err(GuestCheck::StiBlockingWithInterruptsDisabled);
     }
-    if facts.injects(TYPE_EXTERNAL_INTERRUPT) && (sti || mov_ss) {
+    if facts.injects(InterruptionType::ExternalInterrupt) && (sti || mov_ss) {
         return Err(GuestCheck::ExternalInterruptWhileBlocked);
     }
-    let injects_nmi = facts.injects(TYPE_NMI);
+    let injects_nmi = facts.injects(InterruptionType::Nmi);
     if injects_nmi && mov_ss {
         return Err(GuestCheck::NmiWhileBlockedByMovSs);
     }
     // The processor is assumed not to be in SMM (see the module docs).
-    if value & BLOCKING_BY_SMI != 0 {
+    if smi {
         return Err(GuestCheck::SmiBlockingOutsideSmm);
     }
-    if facts.entry.contains(EntryControls::ENTRY_TO_SMM) && value & BLOCKING_BY_SMI == 0 {
+    if facts.entry().contains(EntryControls::ENTRY_TO_SMM) && !smi {
         return Err(GuestCheck::EntryToSmmWithoutSmiBlocking);
     }
     // "A processor may require bit 0 (blocking by STI) to be 0" when an NMI
@@ -1883,10 +1820,10 @@ fn check_interruptibility(facts: &Facts) -> Result<(), GuestCheck> {
     if injects_nmi && sti {
         return Err(GuestCheck::NmiWhileBlockedBySti);
     }
-    if facts.virtual_nmis() && injects_nmi && value & BLOCKING_BY_NMI != 0 {
+    if facts.virtual_nmis() && injects_nmi && state.contains(Interruptibility::BLOCKING_BY_NMI) {
         return Err(GuestCheck::NmiInjectedWhileVirtualNmiBlocked);
     }
-    if value & ENCLAVE_INTERRUPTION != 0 && mov_ss {
+    if state.contains(Interruptibility::ENCLAVE_INTERRUPTION) && mov_ss {
         return Err(GuestCheck::EnclaveInterruptionWithMovSsBlocking);
     }
     Ok(())
@@ -1897,27 +1834,32 @@ fn check_pending_debug_exceptions<V: VmcsRead + ?Sized>(
     vmcs: &V,
     facts: &Facts,
 ) -> Result<(), GuestCheck> {
-    let value = read(vmcs, VmcsField::GuestPendingDebugExceptions);
-    if value & PENDING_DEBUG_RESERVED != 0 {
+    let pending =
+        PendingDebugExceptions::from_raw(read(vmcs, VmcsField::GuestPendingDebugExceptions));
+    let value = pending.raw();
+    if pending.reserved_bits() != 0 {
         return Err(GuestCheck::PendingDebugReservedBits { value });
     }
-    let blocking = facts.interruptibility & (BLOCKING_BY_STI | BLOCKING_BY_MOV_SS) != 0;
-    if blocking || facts.activity_state == ACTIVITY_HLT {
-        let single_step = facts.rflags & RFLAGS_TF != 0;
-        let branch_trap = read(vmcs, VmcsField::GuestDebugCtl) & DEBUGCTL_BTF != 0;
-        let bs = value & PENDING_DEBUG_BS != 0;
-        if single_step && !branch_trap && !bs {
+    if facts.blocking_by_sti_or_mov_ss() || facts.activity_state == ActivityState::Hlt {
+        let single_step = facts.rflags.contains(Rflags::TF);
+        let branch_trap = DebugCtl::from_bits_retain(read(vmcs, VmcsField::GuestDebugCtl))
+            .contains(DebugCtl::BTF);
+        if single_step && !branch_trap && !pending.single_step() {
             return Err(GuestCheck::PendingDebugBsRequired);
         }
-        if (!single_step || branch_trap) && bs {
+        if (!single_step || branch_trap) && pending.single_step() {
             return Err(GuestCheck::PendingDebugBsForbidden);
         }
     }
-    if value & PENDING_DEBUG_RTM != 0 {
-        if value != PENDING_DEBUG_RTM | PENDING_DEBUG_ENABLED_BREAKPOINT {
+    if pending.rtm() {
+        // Bits 11:0, 15:13 and 63:17 must be 0 and bit 12 must be 1.
+        if value != PendingDebugExceptions::RTM | PendingDebugExceptions::ENABLED_BREAKPOINT {
             return Err(GuestCheck::PendingDebugRtmInvalid { value });
         }
-        if facts.interruptibility & BLOCKING_BY_MOV_SS != 0 {
+        if facts
+            .interruptibility
+            .contains(Interruptibility::BLOCKING_BY_MOV_SS)
+        {
             return Err(GuestCheck::PendingDebugRtmWithMovSsBlocking);
         }
     }
@@ -1939,6 +1881,11 @@ fn check_link_pointer<V: VmcsRead + ?Sized>(
     if !context.is_valid_physical(pointer) {
         return Err(GuestCheck::LinkPointerBeyondPhysicalWidth { pointer });
     }
+    // hv models a processor outside SMM, where the link pointer must not be
+    // the current-VMCS pointer.
+    if pointer == context.current_vmcs_pointer {
+        return Err(GuestCheck::LinkPointerIsCurrentVmcs { pointer });
+    }
     Ok(())
 }
 
@@ -1950,7 +1897,7 @@ fn check_pdptes<V: VmcsRead + ?Sized>(
     facts: &Facts,
 ) -> Result<(), GuestCheck> {
     let pae_paging =
-        facts.cr0 & CR0_PG != 0 && facts.cr4 & CR4_PAE != 0 && !facts.ia32e_mode_guest();
+        facts.cr0.contains(Cr0::PG) && facts.cr4.contains(Cr4::PAE) && !facts.ia32e_mode_guest();
     if !pae_paging || !facts.ept() {
         return Ok(());
     }

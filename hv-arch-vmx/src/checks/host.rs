@@ -10,8 +10,9 @@
 //! # Checks not performed here
 //!
 //! - CR3 bits 62:61 under linear-address masking (LAM): [`EntryContext`]
-//!   does not say whether LAM is supported, so every CR3 bit at or above
-//!   MAXPHYADDR is treated as reserved, as on processors without LAM.
+//!   does not say whether LAM is supported, so bits 63:52 and the bits of
+//!   51:32 at or above MAXPHYADDR are treated as reserved, as on processors
+//!   without LAM (the same rule as for guest CR3).
 //! - `IA32_PERF_GLOBAL_CTRL`: which bits are reserved depends on the number
 //!   of general-purpose and fixed counters (CPUID leaf 0AH), which the
 //!   capability MSRs do not report. Only bits 63:49 are treated as
@@ -26,8 +27,12 @@
 //!   SDM text, so not enforced.
 
 use super::EntryContext;
+use super::util::{
+    EffectiveControls, cet_without_write_protect, cr3_within_physical_width, display_as_name, read,
+};
 use crate::capabilities::VmxCapabilities;
-use crate::controls::{ControlWord, EntryControls, ExitControls};
+use crate::controls::ExitControls;
+use crate::registers::{Cet, Cr0, Cr4, Efer, InvalidPatEntry, first_invalid_pat_entry};
 use crate::vmcs::{VmcsField, VmcsRead};
 
 /// The bits of host `IA32_PERF_GLOBAL_CTRL` treated as reserved when "load
@@ -37,22 +42,7 @@ pub const PERF_GLOBAL_CTRL_RESERVED: u64 = !((1 << 49) - 1);
 /// The bits of `IA32_EFER` an Intel processor may have set: SCE (0), LME (8),
 /// LMA (10), NXE (11) (SDM Vol. 3A 2.2.1, Table 2-1); all others are
 /// reserved.
-pub const EFER_DEFINED: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
-
-const EFER_SCE: u64 = 1 << 0;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
-const CR0_WP: u64 = 1 << 16;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_PCIDE: u64 = 1 << 17;
-const CR4_CET: u64 = 1 << 23;
-/// `IA32_S_CET` bits 9:6: reserved (SDM Vol. 1 17.2.3 / Vol. 4).
-const S_CET_RESERVED: u64 = 0x3c0;
-/// `IA32_S_CET` bit 10: SUPPRESS.
-const S_CET_SUPPRESS: u64 = 1 << 10;
-/// `IA32_S_CET` bit 11: TRACKER (`WAIT_FOR_ENDBRANCH`).
-const S_CET_TRACKER: u64 = 1 << 11;
+pub const EFER_DEFINED: u64 = Efer::all().bits();
 
 /// A host segment register whose selector the checks look at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,12 +78,6 @@ impl HostSegment {
     }
 }
 
-impl core::fmt::Display for HostSegment {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// A host register whose base address must be canonical.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HostBase {
@@ -122,11 +106,7 @@ impl HostBase {
     }
 }
 
-impl core::fmt::Display for HostBase {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_as_name!(HostSegment, HostBase);
 
 /// A failed check on the host-state area (SDM 27.2.2-27.2.4), naming the
 /// SDM rule.
@@ -360,12 +340,6 @@ impl HostCheck {
     }
 }
 
-/// Whether `memory_type` is a valid PAT entry: UC (0), WC (1), WT (4),
-/// WP (5), WB (6) or UC- (7) (SDM 27.2.2; Vol. 3A 13.12.2).
-const fn is_valid_pat_memory_type(memory_type: u8) -> bool {
-    matches!(memory_type, 0 | 1 | 4..=7)
-}
-
 /// Runs every check on the host-state area (SDM 27.2.2-27.2.4), in SDM
 /// order.
 ///
@@ -377,10 +351,10 @@ pub fn check_host_state<V: VmcsRead + ?Sized>(
     caps: &VmxCapabilities,
     context: &EntryContext,
 ) -> Result<(), HostCheck> {
-    let exit = ExitControls::from_raw(vmcs.read_field(VmcsField::PrimaryVmExitControls));
-    check_control_registers_and_msrs(vmcs, caps, context, exit)?;
-    check_segment_registers(vmcs, context, exit)?;
-    check_address_space_size(vmcs, context, exit)
+    let controls = EffectiveControls::read(vmcs);
+    check_control_registers_and_msrs(vmcs, caps, context, controls.exit)?;
+    check_segment_registers(vmcs, context, &controls)?;
+    check_address_space_size(vmcs, context, &controls)
 }
 
 /// SDM 27.2.2: host control registers and MSRs.
@@ -390,7 +364,7 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
     context: &EntryContext,
     exit: ExitControls,
 ) -> Result<(), HostCheck> {
-    let cr0 = vmcs.read_field(VmcsField::HostCr0);
+    let cr0 = read(vmcs, VmcsField::HostCr0);
     if let Some(violation) = caps.cr0_fixed.first_violation(cr0) {
         return Err(HostCheck::Cr0NotSupportedInVmx {
             value: cr0,
@@ -398,7 +372,7 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
             must_be_one: violation.required,
         });
     }
-    let cr4 = vmcs.read_field(VmcsField::HostCr4);
+    let cr4 = read(vmcs, VmcsField::HostCr4);
     if let Some(violation) = caps.cr4_fixed.first_violation(cr4) {
         return Err(HostCheck::Cr4NotSupportedInVmx {
             value: cr4,
@@ -406,68 +380,71 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
             must_be_one: violation.required,
         });
     }
-    if cr4 & CR4_CET != 0 && cr0 & CR0_WP == 0 {
+    if cet_without_write_protect(Cr0::from_bits_retain(cr0), Cr4::from_bits_retain(cr4)) {
         return Err(HostCheck::CetWithoutWriteProtect);
     }
-    let cr3 = vmcs.read_field(VmcsField::HostCr3);
-    if !context.is_valid_physical(cr3) {
+    let cr3 = read(vmcs, VmcsField::HostCr3);
+    if !cr3_within_physical_width(cr3, context) {
         return Err(HostCheck::Cr3BeyondPhysicalAddressWidth { value: cr3 });
     }
 
-    let address = vmcs.read_field(VmcsField::HostSysenterEsp);
+    let address = read(vmcs, VmcsField::HostSysenterEsp);
     if !context.is_canonical(address) {
         return Err(HostCheck::SysenterEspNotCanonical { address });
     }
-    let address = vmcs.read_field(VmcsField::HostSysenterEip);
+    let address = read(vmcs, VmcsField::HostSysenterEip);
     if !context.is_canonical(address) {
         return Err(HostCheck::SysenterEipNotCanonical { address });
     }
 
     if exit.contains(ExitControls::LOAD_CET_STATE) {
-        let value = vmcs.read_field(VmcsField::HostSCet);
+        let value = read(vmcs, VmcsField::HostSCet);
         if !context.is_canonical(value) {
             return Err(HostCheck::SCetNotCanonical { value });
         }
-        if value & S_CET_RESERVED != 0 {
+        let s_cet = Cet::from_bits_retain(value);
+        if s_cet.intersects(Cet::RESERVED) {
             return Err(HostCheck::SCetReservedBits { value });
         }
-        if value & (S_CET_SUPPRESS | S_CET_TRACKER) == S_CET_SUPPRESS | S_CET_TRACKER {
+        if s_cet.contains(Cet::SUPPRESS | Cet::TRACKER) {
             return Err(HostCheck::SCetSuppressWithTracker { value });
         }
-        let address = vmcs.read_field(VmcsField::HostInterruptSspTableAddress);
+        let address = read(vmcs, VmcsField::HostInterruptSspTableAddress);
         if !context.is_canonical(address) {
             return Err(HostCheck::InterruptSspTableAddressNotCanonical { address });
         }
     }
 
     if exit.contains(ExitControls::LOAD_IA32_PERF_GLOBAL_CTRL) {
-        let value = vmcs.read_field(VmcsField::HostPerfGlobalCtrl);
+        let value = read(vmcs, VmcsField::HostPerfGlobalCtrl);
         if value & PERF_GLOBAL_CTRL_RESERVED != 0 {
             return Err(HostCheck::PerfGlobalCtrlReservedBits { value });
         }
     }
 
-    if exit.contains(ExitControls::LOAD_IA32_PAT) {
-        let pat = vmcs.read_field(VmcsField::HostPat);
-        for (entry, memory_type) in (0u8..).zip(pat.to_le_bytes()) {
-            if !is_valid_pat_memory_type(memory_type) {
-                return Err(HostCheck::PatInvalidMemoryType { entry, memory_type });
-            }
-        }
+    if exit.contains(ExitControls::LOAD_IA32_PAT)
+        && let Some(InvalidPatEntry { index, memory_type }) =
+            first_invalid_pat_entry(read(vmcs, VmcsField::HostPat))
+    {
+        return Err(HostCheck::PatInvalidMemoryType {
+            entry: index,
+            memory_type,
+        });
     }
 
     if exit.contains(ExitControls::LOAD_IA32_EFER) {
-        let value = vmcs.read_field(VmcsField::HostEfer);
-        if value & !EFER_DEFINED != 0 {
+        let value = read(vmcs, VmcsField::HostEfer);
+        let efer = Efer::from_bits_retain(value);
+        if !Efer::all().contains(efer) {
             return Err(HostCheck::EferReservedBits { value });
         }
         let host_address_space_size = exit.contains(ExitControls::HOST_ADDRESS_SPACE_SIZE);
-        if (value & EFER_LMA != 0) != host_address_space_size {
+        if efer.contains(Efer::LMA) != host_address_space_size {
             return Err(HostCheck::EferLmaMismatch {
                 host_address_space_size,
             });
         }
-        if (value & EFER_LME != 0) != host_address_space_size {
+        if efer.contains(Efer::LME) != host_address_space_size {
             return Err(HostCheck::EferLmeMismatch {
                 host_address_space_size,
             });
@@ -475,7 +452,7 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
     }
 
     if exit.contains(ExitControls::LOAD_PKRS) {
-        let value = vmcs.read_field(VmcsField::HostPkrs);
+        let value = read(vmcs, VmcsField::HostPkrs);
         if value >> 32 != 0 {
             return Err(HostCheck::PkrsReservedBits { value });
         }
@@ -487,7 +464,7 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
 fn check_segment_registers<V: VmcsRead + ?Sized>(
     vmcs: &V,
     context: &EntryContext,
-    exit: ExitControls,
+    controls: &EffectiveControls,
 ) -> Result<(), HostCheck> {
     let selectors = [
         (HostSegment::Es, VmcsField::HostEsSelector),
@@ -499,21 +476,19 @@ fn check_segment_registers<V: VmcsRead + ?Sized>(
         (HostSegment::Tr, VmcsField::HostTrSelector),
     ];
     for (register, field) in selectors {
-        let selector = vmcs.read_field(field) as u16;
+        let selector = read(vmcs, field) as u16;
         // Bits 1:0 are the RPL, bit 2 the table indicator.
         if selector & 0x7 != 0 {
             return Err(HostCheck::SelectorRplOrTiSet { register, selector });
         }
     }
-    if vmcs.read_field(VmcsField::HostCsSelector) == 0 {
+    if read(vmcs, VmcsField::HostCsSelector) == 0 {
         return Err(HostCheck::CsSelectorNull);
     }
-    if vmcs.read_field(VmcsField::HostTrSelector) == 0 {
+    if read(vmcs, VmcsField::HostTrSelector) == 0 {
         return Err(HostCheck::TrSelectorNull);
     }
-    if !exit.contains(ExitControls::HOST_ADDRESS_SPACE_SIZE)
-        && vmcs.read_field(VmcsField::HostSsSelector) == 0
-    {
+    if !controls.host_address_space_size() && read(vmcs, VmcsField::HostSsSelector) == 0 {
         return Err(HostCheck::SsSelectorNullWith32BitHost);
     }
     let bases = [
@@ -524,7 +499,7 @@ fn check_segment_registers<V: VmcsRead + ?Sized>(
         (HostBase::Tr, VmcsField::HostTrBase),
     ];
     for (register, field) in bases {
-        let base = vmcs.read_field(field);
+        let base = read(vmcs, field);
         if !context.is_canonical(base) {
             return Err(HostCheck::BaseNotCanonical { register, base });
         }
@@ -536,19 +511,17 @@ fn check_segment_registers<V: VmcsRead + ?Sized>(
 fn check_address_space_size<V: VmcsRead + ?Sized>(
     vmcs: &V,
     context: &EntryContext,
-    exit: ExitControls,
+    controls: &EffectiveControls,
 ) -> Result<(), HostCheck> {
-    let entry = EntryControls::from_raw(vmcs.read_field(VmcsField::VmEntryControls));
-    let host_64_bit = exit.contains(ExitControls::HOST_ADDRESS_SPACE_SIZE);
-    let ia32e_guest = entry.contains(EntryControls::IA32E_MODE_GUEST);
-    let load_cet = exit.contains(ExitControls::LOAD_CET_STATE);
+    let host_64_bit = controls.host_address_space_size();
+    let load_cet = controls.exit.contains(ExitControls::LOAD_CET_STATE);
 
     if context.in_ia32e_mode {
         if !host_64_bit {
             return Err(HostCheck::HostAddressSpaceSizeZeroInIa32eMode);
         }
     } else {
-        if ia32e_guest {
+        if controls.ia32e_mode_guest() {
             return Err(HostCheck::Ia32eModeGuestOutsideIa32eMode);
         }
         if host_64_bit {
@@ -556,17 +529,17 @@ fn check_address_space_size<V: VmcsRead + ?Sized>(
         }
     }
 
-    let cr4 = vmcs.read_field(VmcsField::HostCr4);
-    let rip = vmcs.read_field(VmcsField::HostRip);
+    let cr4 = Cr4::from_bits_retain(read(vmcs, VmcsField::HostCr4));
+    let rip = read(vmcs, VmcsField::HostRip);
     if host_64_bit {
-        if cr4 & CR4_PAE == 0 {
+        if !cr4.contains(Cr4::PAE) {
             return Err(HostCheck::PaeClearWith64BitHost);
         }
         if !context.is_canonical(rip) {
             return Err(HostCheck::RipNotCanonical { rip });
         }
         if load_cet {
-            let ssp = vmcs.read_field(VmcsField::HostSsp);
+            let ssp = read(vmcs, VmcsField::HostSsp);
             if !context.is_canonical(ssp) {
                 return Err(HostCheck::SspNotCanonical { ssp });
             }
@@ -575,7 +548,7 @@ fn check_address_space_size<V: VmcsRead + ?Sized>(
         // "IA-32e mode guest" must also be 0 here; with the rules above that
         // is already checked (a 32-bit host means VM entry outside IA-32e
         // mode, where the guest control was required to be 0).
-        if cr4 & CR4_PCIDE != 0 {
+        if cr4.contains(Cr4::PCIDE) {
             return Err(HostCheck::PcideWith32BitHost);
         }
         if rip >> 32 != 0 {
@@ -586,7 +559,7 @@ fn check_address_space_size<V: VmcsRead + ?Sized>(
                 ("IA32_S_CET", VmcsField::HostSCet),
                 ("SSP", VmcsField::HostSsp),
             ] {
-                let value = vmcs.read_field(field);
+                let value = read(vmcs, field);
                 if value >> 32 != 0 {
                     return Err(HostCheck::CetStateHighBitsWith32BitHost { register, value });
                 }

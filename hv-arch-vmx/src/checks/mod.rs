@@ -19,6 +19,7 @@ pub mod baseline;
 pub mod controls;
 pub mod guest;
 pub mod host;
+mod util;
 
 pub use controls::ControlCheck;
 pub use guest::GuestCheck;
@@ -38,9 +39,9 @@ pub struct EntryContext {
     /// Linear-address width: 48, or 57 with 5-level paging (CPUID.7:ECX[16]);
     /// addresses must be canonical for it.
     pub linear_address_width: u8,
-    /// Physical address of the current VMXON region; the VMCS link pointer
-    /// must not equal it (SDM 27.3.1.5).
-    pub vmxon_pointer: u64,
+    /// The current-VMCS pointer (the VMCS being launched); outside SMM the
+    /// VMCS link pointer must not equal it (SDM 27.3.1.5).
+    pub current_vmcs_pointer: u64,
     /// Whether the logical processor executing VMLAUNCH/VMRESUME is in
     /// IA-32e mode; then the "host address-space size" exit control must be
     /// 1, otherwise 0 (SDM 27.2.4).
@@ -49,9 +50,14 @@ pub struct EntryContext {
 
 impl EntryContext {
     /// A context for a 64-bit processor with the given MAXPHYADDR, 48-bit
-    /// linear addresses and the VMXON region at `vmxon_pointer`.
-    pub const fn new(physical_address_width: u8, vmxon_pointer: u64) -> Self {
-        Self { physical_address_width, linear_address_width: 48, vmxon_pointer, in_ia32e_mode: true }
+    /// linear addresses, launching the VMCS at `current_vmcs_pointer`.
+    pub const fn new(physical_address_width: u8, current_vmcs_pointer: u64) -> Self {
+        Self {
+            physical_address_width,
+            linear_address_width: 48,
+            current_vmcs_pointer,
+            in_ia32e_mode: true,
+        }
     }
 
     /// Whether `address` is a valid physical address: no bit set at or above
@@ -69,9 +75,9 @@ impl EntryContext {
         if width == 0 || width >= 64 {
             return true;
         }
-        let shift = 64 - width;
-        // Sign-extend from bit width-1 and compare.
-        (((address << shift) as i64) >> shift) as u64 == address
+        // Bits 63:width-1 must be all zeros or all ones.
+        let top = address >> (width - 1);
+        top == 0 || top == u64::MAX >> (width - 1)
     }
 }
 

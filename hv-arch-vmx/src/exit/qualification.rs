@@ -446,12 +446,8 @@ pub enum ApicAccessType {
     LinearInstructionFetch,
     /// 3: linear access (read or write) during event delivery.
     LinearEventDelivery,
-    /// 4: linear access asynchronous to instruction execution.
-    LinearAsynchronous,
     /// 10: guest-physical access during event delivery.
     GuestPhysicalEventDelivery,
-    /// 11: guest-physical access asynchronous to instruction execution.
-    GuestPhysicalAsynchronous,
     /// 15: guest-physical access for an instruction fetch or during
     /// instruction execution.
     GuestPhysicalInstruction,
@@ -467,9 +463,7 @@ impl ApicAccessType {
             1 => Self::LinearDataWrite,
             2 => Self::LinearInstructionFetch,
             3 => Self::LinearEventDelivery,
-            4 => Self::LinearAsynchronous,
             10 => Self::GuestPhysicalEventDelivery,
-            11 => Self::GuestPhysicalAsynchronous,
             15 => Self::GuestPhysicalInstruction,
             other => Self::Reserved(other),
         }
@@ -482,9 +476,7 @@ impl ApicAccessType {
             Self::LinearDataWrite => 1,
             Self::LinearInstructionFetch => 2,
             Self::LinearEventDelivery => 3,
-            Self::LinearAsynchronous => 4,
             Self::GuestPhysicalEventDelivery => 10,
-            Self::GuestPhysicalAsynchronous => 11,
             Self::GuestPhysicalInstruction => 15,
             Self::Reserved(encoding) => encoding & 0xF,
         }
@@ -492,7 +484,7 @@ impl ApicAccessType {
 
     /// Whether the access used a linear address (the page offset is valid).
     pub const fn is_linear(self) -> bool {
-        matches!(self.encoding(), 0..=4)
+        matches!(self.encoding(), 0..=3)
     }
 }
 

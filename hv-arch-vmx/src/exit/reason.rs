@@ -9,7 +9,7 @@ macro_rules! exit_reasons {
         /// A basic exit reason: bits 15:0 of the exit-reason field
         /// (SDM Appendix C, "VMX Basic Exit Reasons").
         ///
-        /// Numbers the SDM does not define (35, 38, 42, 71, 80-83, 86 and up)
+        /// Numbers the SDM does not define (35, 38, 42, 71, 82, 83, 86 and up)
         /// are kept as [`ExitReason::Unknown`]; build values with
         /// [`ExitReason::from_basic`] so a defined number never ends up in
         /// `Unknown`.
@@ -212,6 +212,10 @@ exit_reasons! {
     Rdmsrlist = 78, "RDMSRLIST";
     /// 79: WRMSRLIST.
     Wrmsrlist = 79, "WRMSRLIST";
+    /// 80: URDMSR (user-mode MSR read, Intel ISE).
+    Urdmsr = 80, "URDMSR";
+    /// 81: UWRMSR (user-mode MSR write, Intel ISE).
+    Uwrmsr = 81, "UWRMSR";
     /// 84: RDMSR with an immediate MSR index (Intel ISE).
     RdmsrImmediate = 84, "RDMSR with immediate";
     /// 85: WRMSRNS with an immediate MSR index (Intel ISE).

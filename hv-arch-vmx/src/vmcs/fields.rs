@@ -74,6 +74,7 @@ vmcs_fields! {
     EptpIndex = 0x0004, EPTP_INDEX, "EPTP index", Bits16, Control;
     HlatPrefixSize = 0x0006, HLAT_PREFIX_SIZE, "HLAT prefix size", Bits16, Control;
     LastPidPointerIndex = 0x0008, LAST_PID_POINTER_INDEX, "Last PID-pointer index", Bits16, Control;
+    VirtualTimerVector = 0x000a, VIRTUAL_TIMER_VECTOR, "Virtual-timer vector (APIC-timer virtualization)", Bits16, Control;
     // B.1.2 16-bit guest-state fields.
     GuestEsSelector = 0x0800, GUEST_ES_SELECTOR, "Guest ES selector", Bits16, Guest;
     GuestCsSelector = 0x0802, GUEST_CS_SELECTOR, "Guest CS selector", Bits16, Guest;
@@ -132,9 +133,11 @@ vmcs_fields! {
     SecondaryVmExitControls = 0x2044, SECONDARY_VM_EXIT_CONTROLS, "Secondary VM-exit controls", Bits64, Control;
     SpecCtrlMask = 0x204a, IA32_SPEC_CTRL_MASK, "IA32_SPEC_CTRL mask", Bits64, Control;
     SpecCtrlShadow = 0x204c, IA32_SPEC_CTRL_SHADOW, "IA32_SPEC_CTRL shadow", Bits64, Control;
+    GuestDeadlineShadow = 0x204e, GUEST_DEADLINE_SHADOW, "Guest deadline shadow (APIC-timer virtualization)", Bits64, Control;
     InjectedEventData = 0x2052, INJECTED_EVENT_DATA, "Injected-event data (FRED)", Bits64, Control;
     // B.2.2 64-bit read-only data fields.
     GuestPhysicalAddress = 0x2400, GUEST_PHYSICAL_ADDRESS, "Guest-physical address", Bits64, ReadOnly;
+    MsrData = 0x2402, MSR_DATA, "MSR data (RDMSRLIST/WRMSRLIST)", Bits64, ReadOnly;
     OriginalEventData = 0x2404, ORIGINAL_EVENT_DATA, "Original-event data (FRED)", Bits64, ReadOnly;
     // B.2.3 64-bit guest-state fields.
     VmcsLinkPointer = 0x2800, VMCS_LINK_POINTER, "VMCS link pointer", Bits64, Guest;
@@ -158,6 +161,8 @@ vmcs_fields! {
     GuestFredSsp1 = 0x2824, GUEST_IA32_FRED_SSP1, "Guest IA32_FRED_SSP1", Bits64, Guest;
     GuestFredSsp2 = 0x2826, GUEST_IA32_FRED_SSP2, "Guest IA32_FRED_SSP2", Bits64, Guest;
     GuestFredSsp3 = 0x2828, GUEST_IA32_FRED_SSP3, "Guest IA32_FRED_SSP3", Bits64, Guest;
+    GuestSpecCtrl = 0x282e, GUEST_IA32_SPEC_CTRL, "Guest IA32_SPEC_CTRL", Bits64, Guest;
+    GuestDeadline = 0x2830, GUEST_DEADLINE, "Guest deadline (APIC-timer virtualization)", Bits64, Guest;
     // B.2.4 64-bit host-state fields.
     HostPat = 0x2c00, HOST_IA32_PAT, "Host IA32_PAT", Bits64, Host;
     HostEfer = 0x2c02, HOST_IA32_EFER, "Host IA32_EFER", Bits64, Host;
@@ -171,6 +176,7 @@ vmcs_fields! {
     HostFredSsp1 = 0x2c12, HOST_IA32_FRED_SSP1, "Host IA32_FRED_SSP1", Bits64, Host;
     HostFredSsp2 = 0x2c14, HOST_IA32_FRED_SSP2, "Host IA32_FRED_SSP2", Bits64, Host;
     HostFredSsp3 = 0x2c16, HOST_IA32_FRED_SSP3, "Host IA32_FRED_SSP3", Bits64, Host;
+    HostSpecCtrl = 0x2c1a, HOST_IA32_SPEC_CTRL, "Host IA32_SPEC_CTRL", Bits64, Host;
     // B.3.1 32-bit control fields.
     PinBasedControls = 0x4000, PIN_BASED_VM_EXEC_CONTROL, "Pin-based VM-execution controls", Bits32, Control;
     PrimaryProcBasedControls = 0x4002, CPU_BASED_VM_EXEC_CONTROL, "Primary processor-based VM-execution controls", Bits32, Control;

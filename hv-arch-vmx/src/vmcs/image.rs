@@ -24,7 +24,9 @@ pub struct VmcsImage {
 impl VmcsImage {
     /// An image with every field zero.
     pub const fn new() -> Self {
-        Self { values: [0; VmcsField::COUNT] }
+        Self {
+            values: [0; VmcsField::COUNT],
+        }
     }
 
     /// The value of `field`.
@@ -58,7 +60,7 @@ impl VmcsImage {
     /// field writes all 64 bits; a HIGH write replaces bits 63:32 with bits
     /// 31:0 of `value` and keeps bits 31:0 (SDM 25.11.2). Read-only fields
     /// are not refused here: whether VMWRITE may write them depends on
-    /// IA32_VMX_MISC bit 29, which the caller knows.
+    /// `IA32_VMX_MISC` bit 29, which the caller knows.
     pub const fn write(&mut self, access: FieldAccess, value: u64) {
         match access.part {
             FieldPart::Full => self.set(access.field, value),

@@ -71,7 +71,7 @@ impl Width {
 pub enum FieldKind {
     /// VM-execution, VM-exit or VM-entry control field.
     Control = 0,
-    /// VM-exit information field: read-only unless IA32_VMX_MISC bit 29 says
+    /// VM-exit information field: read-only unless `IA32_VMX_MISC` bit 29 says
     /// VMWRITE may write it (SDM 25.9, A.6).
     ReadOnly = 1,
     /// Guest-state field.
@@ -136,7 +136,9 @@ pub enum UnsupportedField {
 }
 
 impl FieldAccess {
-    /// Decodes a VMREAD/VMWRITE field operand (the full register value).
+    /// Decodes a VMREAD/VMWRITE field operand: the register value in 64-bit
+    /// mode; outside 64-bit mode the instructions use only bits 31:0 of the
+    /// register (SDM 31.3), so the caller passes those, zero-extended.
     ///
     /// # Errors
     ///
@@ -152,10 +154,16 @@ impl FieldAccess {
             return Err(UnsupportedField::Unknown(encoding));
         };
         if encoding & 1 == 0 {
-            return Ok(Self { field, part: FieldPart::Full });
+            return Ok(Self {
+                field,
+                part: FieldPart::Full,
+            });
         }
         match field.width() {
-            Width::Bits64 => Ok(Self { field, part: FieldPart::High }),
+            Width::Bits64 => Ok(Self {
+                field,
+                part: FieldPart::High,
+            }),
             _ => Err(UnsupportedField::HighOfNon64Bit(encoding)),
         }
     }
@@ -189,7 +197,7 @@ impl VmcsField {
     }
 
     /// Whether the field is VM-exit information, which VMWRITE may write
-    /// only when IA32_VMX_MISC bit 29 is set (SDM 31.3, VMWRITE).
+    /// only when `IA32_VMX_MISC` bit 29 is set (SDM 31.3, VMWRITE).
     pub const fn is_read_only(self) -> bool {
         matches!(self.kind(), FieldKind::ReadOnly)
     }
@@ -220,7 +228,8 @@ impl VmcsField {
     /// (`GUEST_CR0`) or the Rust variant name (`GuestCr0`).
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|field| {
-            field.name().eq_ignore_ascii_case(name) || eq_ignore_case_and_underscores(field.name(), name)
+            field.name().eq_ignore_ascii_case(name)
+                || eq_ignore_case_and_underscores(field.name(), name)
         })
     }
 }
@@ -243,8 +252,14 @@ const _: () = {
     let mut i = 0;
     while i < VmcsField::COUNT {
         let encoding = VmcsField::ALL[i].encoding();
-        assert!(encoding & !0x6ffe == 0, "VMCS field encoding sets reserved or high-access bits");
-        assert!(i == 0 || VmcsField::ALL[i - 1].encoding() < encoding, "VMCS field table not sorted");
+        assert!(
+            encoding & !0x6ffe == 0,
+            "VMCS field encoding sets reserved or high-access bits"
+        );
+        assert!(
+            i == 0 || VmcsField::ALL[i - 1].encoding() < encoding,
+            "VMCS field table not sorted"
+        );
         i += 1;
     }
 };

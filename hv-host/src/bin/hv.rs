@@ -28,7 +28,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ExplainCommand {
-    /// A VMCS field by name (GUEST_CR0) or encoding (0x6800), or every field.
+    /// A VMCS field by name (`GUEST_CR0`) or encoding (0x6800), or every field.
     Vmcs {
         /// Field name or encoding; omit with --all.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -95,14 +95,32 @@ fn main() -> ExitCode {
 
 fn run_explain(what: ExplainCommand) -> ExitCode {
     let (result, json) = match what {
-        ExplainCommand::Vmcs { field: None, json, .. } => (Ok(explain::vmcs_all()), json),
-        ExplainCommand::Vmcs { field: Some(field), json, .. } => (explain::vmcs_field(&field), json),
-        ExplainCommand::Exit { reason, qualification, instruction_info, json } => {
-            (explain::exit(&reason, qualification.as_deref(), instruction_info.as_deref()), json)
-        }
+        ExplainCommand::Vmcs {
+            field: None, json, ..
+        } => (Ok(explain::vmcs_all()), json),
+        ExplainCommand::Vmcs {
+            field: Some(field),
+            json,
+            ..
+        } => (explain::vmcs_field(&field), json),
+        ExplainCommand::Exit {
+            reason,
+            qualification,
+            instruction_info,
+            json,
+        } => (
+            explain::exit(
+                &reason,
+                qualification.as_deref(),
+                instruction_info.as_deref(),
+            ),
+            json,
+        ),
         ExplainCommand::VmError { number, json } => (explain::vm_error(&number), json),
         ExplainCommand::Eptp { value, json } => (explain::eptp(&value), json),
-        ExplainCommand::EptEntry { value, level, json } => (explain::ept_entry(&value, level), json),
+        ExplainCommand::EptEntry { value, level, json } => {
+            (explain::ept_entry(&value, level), json)
+        }
     };
     match result {
         Ok(explanation) => {
@@ -133,13 +151,34 @@ fn fail(error: &ExplainError) -> ExitCode {
 /// VMCS.
 fn demo() -> ExitCode {
     let steps: [(&str, Result<Explanation, ExplainError>); 7] = [
-        ("The field L1 reads to learn why its VMLAUNCH failed", explain::vmcs_field("VM_INSTRUCTION_ERROR")),
-        ("L1 set a reserved control bit: VMLAUNCH fails with error 7", explain::vm_error("7")),
-        ("L2 reads unmapped memory: EPT violation, read access, linear address valid", explain::exit("48", Some("0x181"), None)),
-        ("L2 writes CR3 from RAX", explain::exit("28", Some("0x3"), None)),
-        ("L2 does `out dx, al` to port 0xe9", explain::exit("30", Some("0xe90000"), None)),
-        ("The EPTP hv builds: write-back, 4-level walk, accessed/dirty flags on", explain::eptp("0x105e")),
-        ("A 2 MiB EPT leaf: read/write/execute, write-back, large page", explain::ept_entry("0x2000b7", 2)),
+        (
+            "The field L1 reads to learn why its VMLAUNCH failed",
+            explain::vmcs_field("VM_INSTRUCTION_ERROR"),
+        ),
+        (
+            "L1 set a reserved control bit: VMLAUNCH fails with error 7",
+            explain::vm_error("7"),
+        ),
+        (
+            "L2 reads unmapped memory: EPT violation, read access, linear address valid",
+            explain::exit("48", Some("0x181"), None),
+        ),
+        (
+            "L2 writes CR3 from RAX",
+            explain::exit("28", Some("0x3"), None),
+        ),
+        (
+            "L2 does `out dx, al` to port 0xe9",
+            explain::exit("30", Some("0xe90000"), None),
+        ),
+        (
+            "The EPTP hv builds: write-back, 4-level walk, accessed/dirty flags on",
+            explain::eptp("0x105e"),
+        ),
+        (
+            "A 2 MiB EPT leaf: read/write/execute, write-back, large page",
+            explain::ept_entry("0x2000b7", 2),
+        ),
     ];
     for (title, result) in steps {
         println!("# {title}");

@@ -40,7 +40,9 @@ pub enum ExplainError {
     #[error("no VMCS field is named or encoded `{0}`: {1}")]
     UnknownField(String, String),
     /// No exit reason has that name.
-    #[error("no VM-exit reason is named `{0}` (give a number 0..=65535 or a name such as `ept-violation`)")]
+    #[error(
+        "no VM-exit reason is named `{0}` (give a number 0..=65535 or a name such as `ept-violation`)"
+    )]
     UnknownExitReason(String),
     /// An EPT level outside 1..=5.
     #[error("EPT level {0} does not exist (levels are 1 = PTE .. 4 = PML4E, 5 = PML5E)")]
@@ -85,14 +87,34 @@ struct Facts {
 
 impl Facts {
     fn new(title: impl Into<String>) -> Self {
-        Self { title: title.into(), ..Self::default() }
+        Self {
+            title: title.into(),
+            ..Self::default()
+        }
     }
 
     /// Adds a fact shown as `label: text` and stored in JSON under `key`.
-    fn fact(&mut self, key: &str, label: &str, text: impl std::fmt::Display, json: impl Into<Value>) -> &mut Self {
+    fn fact(
+        &mut self,
+        key: &str,
+        label: &str,
+        text: impl std::fmt::Display,
+        json: impl Into<Value>,
+    ) -> &mut Self {
         self.lines.push(format!("  {label}: {text}"));
         self.json.insert(key.to_owned(), json.into());
         self
+    }
+
+    /// Adds a fact whose text and JSON value are the same string.
+    fn text(&mut self, key: &str, label: &str, value: impl std::fmt::Display) -> &mut Self {
+        let value = value.to_string();
+        self.fact(key, label, &value, value.clone())
+    }
+
+    /// Adds a fact named by a value's `Debug` form (enum variants).
+    fn debug(&mut self, key: &str, label: &str, value: impl std::fmt::Debug) -> &mut Self {
+        self.text(key, label, format_args!("{value:?}"))
     }
 
     /// Adds a boolean flag.
@@ -120,6 +142,9 @@ impl Facts {
             text.push('\n');
             text.push_str(line);
         }
-        Explanation { text, json: Value::Object(std::mem::take(&mut self.json)) }
+        Explanation {
+            text,
+            json: Value::Object(std::mem::take(&mut self.json)),
+        }
     }
 }

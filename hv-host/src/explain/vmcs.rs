@@ -1,8 +1,9 @@
 //! `hv explain vmcs`: VMCS fields by name or encoding.
 
-use super::{parse_number, ExplainError, Explanation, Facts};
+use super::{ExplainError, Explanation, Facts, parse_number};
 use hv_arch_vmx::vmcs::{FieldAccess, FieldPart, VmcsField, Width};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
+use std::fmt::Write as _;
 
 /// Explains one VMCS field given by SDM-style name (`GUEST_CR0`), Rust name
 /// (`GuestCr0`) or encoding (`0x6800`, including HIGH encodings like
@@ -12,24 +13,49 @@ use serde_json::{json, Value};
 ///
 /// [`ExplainError::UnknownField`] when nothing matches.
 pub fn vmcs_field(query: &str) -> Result<Explanation, ExplainError> {
-    let access = match parse_number(query) {
-        Ok(encoding) => FieldAccess::decode(encoding)
-            .map_err(|error| ExplainError::UnknownField(query.to_owned(), error.to_string()))?,
-        Err(_) => {
-            let field = VmcsField::from_name(query).ok_or_else(|| {
-                ExplainError::UnknownField(query.to_owned(), "not a field name of SDM Appendix B".to_owned())
-            })?;
-            FieldAccess { field, part: FieldPart::Full }
+    let access = if let Ok(encoding) = parse_number(query) {
+        FieldAccess::decode(encoding)
+            .map_err(|error| ExplainError::UnknownField(query.to_owned(), error.to_string()))?
+    } else {
+        let field = VmcsField::from_name(query).ok_or_else(|| {
+            ExplainError::UnknownField(
+                query.to_owned(),
+                "not a field name of SDM Appendix B".to_owned(),
+            )
+        })?;
+        FieldAccess {
+            field,
+            part: FieldPart::Full,
         }
     };
     let field = access.field;
-    let mut facts = Facts::new(format!("{} ({:#06x}): {}", field.name(), access.encoding(), field.description()));
+    let mut facts = Facts::new(format!(
+        "{} ({:#06x}): {}",
+        field.name(),
+        access.encoding(),
+        field.description()
+    ));
     facts
         .fact("name", "name", field.name(), field.name())
-        .fact("encoding", "encoding", format_args!("{:#06x}", field.encoding()), field.encoding())
-        .fact("width", "width", width_text(field.width()), field.width().name())
+        .fact(
+            "encoding",
+            "encoding",
+            format_args!("{:#06x}", field.encoding()),
+            field.encoding(),
+        )
+        .fact(
+            "width",
+            "width",
+            width_text(field.width()),
+            field.width().name(),
+        )
         .fact("kind", "kind", field.kind().name(), field.kind().name())
-        .fact("description", "description", field.description(), field.description());
+        .fact(
+            "description",
+            "description",
+            field.description(),
+            field.description(),
+        );
     if field.width() == Width::Bits64 {
         facts.fact(
             "high_encoding",
@@ -64,17 +90,22 @@ fn width_text(width: Width) -> &'static str {
 /// Every VMCS field: a table as text, or a JSON array of
 /// `{name, encoding, width, kind}` objects.
 pub fn vmcs_all() -> Explanation {
-    let mut text = format!("{:<38} {:>8}  {:<8} {:<10} description", "name", "encoding", "width", "kind");
+    let mut text = format!(
+        "{:<38} {:>8}  {:<8} {:<10} description",
+        "name", "encoding", "width", "kind"
+    );
     let mut rows = Vec::with_capacity(VmcsField::COUNT);
     for field in VmcsField::ALL {
-        text.push_str(&format!(
+        // Writing to a String cannot fail.
+        let _ = write!(
+            text,
             "\n{:<38} {:>#8x}  {:<8} {:<10} {}",
             field.name(),
             field.encoding(),
             field.width().name(),
             field.kind().name(),
             field.description()
-        ));
+        );
         rows.push(json!({
             "name": field.name(),
             "encoding": field.encoding(),
@@ -83,6 +114,9 @@ pub fn vmcs_all() -> Explanation {
             "description": field.description(),
         }));
     }
-    text.push_str(&format!("\n{} fields", VmcsField::COUNT));
-    Explanation { text, json: Value::Array(rows) }
+    let _ = write!(text, "\n{} fields", VmcsField::COUNT);
+    Explanation {
+        text,
+        json: Value::Array(rows),
+    }
 }

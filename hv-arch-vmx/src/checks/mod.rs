@@ -33,10 +33,10 @@ use crate::vmcs::VmcsRead;
 /// MSRs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryContext {
-    /// MAXPHYADDR (CPUID.80000008H:EAX[7:0]): physical addresses in the VMCS
+    /// MAXPHYADDR (`CPUID.80000008H:EAX[7:0]`): physical addresses in the VMCS
     /// must not set bits at or above it.
     pub physical_address_width: u8,
-    /// Linear-address width: 48, or 57 with 5-level paging (CPUID.7:ECX[16]);
+    /// Linear-address width: 48, or 57 with 5-level paging (`CPUID.7:ECX[16]`);
     /// addresses must be canonical for it.
     pub linear_address_width: u8,
     /// The current-VMCS pointer (the VMCS being launched); outside SMM the

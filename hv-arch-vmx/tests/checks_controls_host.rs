@@ -1160,7 +1160,7 @@ fn injection_deliver_error_code_rule() {
             vector: 13
         }
     );
-    for vector in [8, 10, 11, 12, 13, 14, 17, 21] {
+    for vector in [8, 10, 11, 12, 13, 14, 17] {
         let info = event(3, vector) | DELIVER_ERROR_CODE;
         assert_eq!(
             check_controls(&inject(&image, info), &bochs(), &context()),
@@ -1168,6 +1168,16 @@ fn injection_deliver_error_code_rule() {
             "vector {vector}"
         );
     }
+    // #CP (21) pushes an error code, but SDM 27.2.1.3 lists it among the
+    // vectors whose deliver-error-code bit must be 0 (without BASIC[56]).
+    assert_eq!(
+        control_failure(&inject(&image, event(3, 21) | DELIVER_ERROR_CODE), &bochs()),
+        ControlCheck::InjectionDeliverErrorCodeMismatch {
+            expected: false,
+            interruption_type: 3,
+            vector: 21
+        }
+    );
     // #UD (6) has none.
     assert_eq!(
         control_failure(&inject(&image, event(3, 6) | DELIVER_ERROR_CODE), &bochs()),
@@ -1504,6 +1514,13 @@ fn host_cet_state() {
     let check = host_failure(&image, &caps, &ctx);
     assert_eq!(check, HostCheck::SspNotCanonical { ssp: NON_CANONICAL });
     assert_eq!(check.sdm_section(), "27.2.4");
+
+    let mut image = cet_host(&caps);
+    image.set(VmcsField::HostSsp, 0x7000_0002);
+    assert_eq!(
+        host_failure(&image, &caps, &ctx),
+        HostCheck::SspMisaligned { ssp: 0x7000_0002 }
+    );
 }
 
 #[test]

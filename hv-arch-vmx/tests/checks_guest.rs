@@ -323,6 +323,24 @@ fn pcide_only_in_ia32e_mode() {
 }
 
 #[test]
+fn cr3_lam_bits_are_reserved_only_without_lam() {
+    let lam_u48 = baseline::GUEST_CR3 | (1 << 61);
+    let image = set(long_mode(), VmcsField::GuestCr3, lam_u48);
+    // Bochs's CR4_FIXED1 does not allow CR4.LAM_SUP: bit 61 is reserved.
+    assert_eq!(
+        guest(&image),
+        Err(GuestCheck::Cr3BeyondPhysicalWidth { cr3: lam_u48 })
+    );
+    // A processor with LAM defines CR3 bits 62:61.
+    let mut lam = caps();
+    lam.cr4_fixed = hv_arch_vmx::capabilities::FixedBits::new(
+        lam.cr4_fixed.fixed0,
+        lam.cr4_fixed.fixed1 | (1 << 28),
+    );
+    assert_eq!(check_guest_state(&image, &lam, &context()), Ok(()));
+}
+
+#[test]
 fn cr3_within_physical_width() {
     let image = set(long_mode(), VmcsField::GuestCr3, 1 << 46);
     assert_eq!(

@@ -325,8 +325,8 @@ pub enum ControlCheck {
     },
     /// The deliver-error-code bit disagrees with the event: it must be 1 iff
     /// the guest is in protected mode (or unrestricted guest = 0) and the
-    /// event is a hardware exception that pushes an error code (#DF, #TS,
-    /// #NP, #SS, #GP, #PF, #AC, #CP).
+    /// event is a hardware exception with vector 8, 10-14 or 17 (#DF, #TS,
+    /// #NP, #SS, #GP, #PF, #AC; SDM 27.2.1.3).
     #[error(
         "the deliver-error-code bit must be {expected} for interruption type {interruption_type}, vector {vector}"
     )]
@@ -912,18 +912,22 @@ fn check_event_injection<V: VmcsRead + ?Sized>(
         _ => {}
     }
 
-    // Deliver-error-code iff (unrestricted guest = 0 or CR0.PE = 1) and a
-    // hardware exception that pushes an error code. With
+    // Deliver-error-code iff CR0.PE = 1 and a hardware exception with vector
+    // 8, 10-14 or 17 (SDM 27.2.1.3). The SDM's list stops there: #CP (21)
+    // is in the "must be 0" range unless IA32_VMX_BASIC[56] relaxes it,
+    // whatever Table 6-1 says about #CP pushing an error code. With
     // IA32_VMX_BASIC[56] = 1, a hardware exception injected in protected
-    // mode may carry an error code or not, whatever its vector (SDM
-    // 27.2.1.3 and A.1).
+    // mode may carry an error code or not, whatever its vector (SDM A.1).
+    // "Protected mode" is "unrestricted guest = 0 or CR0.PE = 1", as KVM
+    // (nested_check_vm_entry_controls) and Bochs do: without unrestricted
+    // guest CR0.PE = 0 fails the guest-state checks anyway.
     let protected_mode = !controls.unrestricted_guest()
         || Cr0::from_bits_retain(read(vmcs, VmcsField::GuestCr0)).contains(Cr0::PE);
     let hardware_exception = kind == InterruptionType::HardwareException;
     let relaxed =
         caps.basic.entry_exception_error_code_relaxed() && protected_mode && hardware_exception;
     if !relaxed {
-        let expected = protected_mode && hardware_exception && info.exception().has_error_code();
+        let expected = protected_mode && hardware_exception && matches!(vector, 8 | 10..=14 | 17);
         if info.has_error_code() != expected {
             return Err(ControlCheck::InjectionDeliverErrorCodeMismatch {
                 expected,

@@ -1000,7 +1000,12 @@ const fn high_bits_identical(value: u64, low: u32) -> bool {
 
 /// Whether `value` fits a linear-address width of N bits in the sense of
 /// SDM 27.3.1.4 (RIP and SSP): bits 63:N identical; no check for N >= 64.
+/// A width of 0 is treated as 64, as [`EntryContext::is_canonical`] does, so
+/// a misconfigured context relaxes both checks alike.
 const fn fits_linear_width(value: u64, width: u8) -> bool {
+    if width == 0 {
+        return true;
+    }
     high_bits_identical(value, width as u32)
 }
 
@@ -1253,7 +1258,7 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
     // CR3: bits 63:52 and bits of 51:32 beyond MAXPHYADDR must be 0; bits
     // 31:0 are never checked here.
     let cr3 = read(vmcs, VmcsField::GuestCr3);
-    if !cr3_within_physical_width(cr3, context) {
+    if !cr3_within_physical_width(cr3, caps, context) {
         return Err(GuestCheck::Cr3BeyondPhysicalWidth { cr3 });
     }
     if load_debug {

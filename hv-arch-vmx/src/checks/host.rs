@@ -182,6 +182,12 @@ pub enum HostCheck {
         /// The field.
         address: u64,
     },
+    /// "load CET state" is 1 and host SSP bits 1:0 are not 0.
+    #[error("host SSP {ssp:#x}: bits 1:0 must be 0")]
+    SspMisaligned {
+        /// The field.
+        ssp: u64,
+    },
     /// "load `IA32_PERF_GLOBAL_CTRL`" = 1 and the field sets reserved bits
     /// ([`PERF_GLOBAL_CTRL_RESERVED`]).
     #[error("host IA32_PERF_GLOBAL_CTRL {value:#x} sets reserved bits")]
@@ -316,6 +322,7 @@ impl HostCheck {
             | Self::SCetReservedBits { .. }
             | Self::SCetSuppressWithTracker { .. }
             | Self::InterruptSspTableAddressNotCanonical { .. }
+            | Self::SspMisaligned { .. }
             | Self::PerfGlobalCtrlReservedBits { .. }
             | Self::PatInvalidMemoryType { .. }
             | Self::EferReservedBits { .. }
@@ -384,7 +391,7 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
         return Err(HostCheck::CetWithoutWriteProtect);
     }
     let cr3 = read(vmcs, VmcsField::HostCr3);
-    if !cr3_within_physical_width(cr3, context) {
+    if !cr3_within_physical_width(cr3, caps, context) {
         return Err(HostCheck::Cr3BeyondPhysicalAddressWidth { value: cr3 });
     }
 
@@ -412,6 +419,12 @@ fn check_control_registers_and_msrs<V: VmcsRead + ?Sized>(
         let address = read(vmcs, VmcsField::HostInterruptSspTableAddress);
         if !context.is_canonical(address) {
             return Err(HostCheck::InterruptSspTableAddressNotCanonical { address });
+        }
+        // SSP bits 1:0 must be 0 (KVM nested_vmx_check_cet_state_common,
+        // Bochs VMenterLoadCheckHostState).
+        let ssp = read(vmcs, VmcsField::HostSsp);
+        if ssp & 0b11 != 0 {
+            return Err(HostCheck::SspMisaligned { ssp });
         }
     }
 

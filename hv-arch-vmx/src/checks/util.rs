@@ -3,6 +3,7 @@
 //! identically for host and guest state.
 
 use super::EntryContext;
+use crate::capabilities::VmxCapabilities;
 use crate::controls::{
     ControlWord, EntryControls, ExitControls, PinBasedControls, PrimaryProcControls,
     SecondaryProcControls, TertiaryProcControls,
@@ -81,8 +82,21 @@ impl EffectiveControls {
 
 /// Whether a CR3 field passes the rule SDM 27.2.2 (host) and 27.3.1.1
 /// (guest) state alike: bits 63:52, and the bits of 51:32 at or above
-/// MAXPHYADDR, are 0. Bits 31:0 are never checked.
-pub(super) const fn cr3_within_physical_width(cr3: u64, context: &EntryContext) -> bool {
+/// MAXPHYADDR, are 0. Bits 31:0 are never checked. On a processor with LAM
+/// (CR4.LAM_SUP allowed by `IA32_VMX_CR4_FIXED1`), CR3 bits 62:61
+/// (`LAM_U57`, `LAM_U48`) are defined, not reserved, as KVM's
+/// `kvm_vcpu_is_legal_cr3` treats them.
+pub(super) const fn cr3_within_physical_width(
+    cr3: u64,
+    caps: &VmxCapabilities,
+    context: &EntryContext,
+) -> bool {
+    const LAM_U57_U48: u64 = (1 << 62) | (1 << 61);
+    let cr3 = if caps.cr4_fixed.must_be_zero() & Cr4::LAM_SUP.bits() == 0 {
+        cr3 & !LAM_U57_U48
+    } else {
+        cr3
+    };
     let width = if context.physical_address_width < 32 {
         32
     } else if context.physical_address_width > 52 {

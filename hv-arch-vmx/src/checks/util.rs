@@ -83,7 +83,7 @@ impl EffectiveControls {
 /// Whether a CR3 field passes the rule SDM 27.2.2 (host) and 27.3.1.1
 /// (guest) state alike: bits 63:52, and the bits of 51:32 at or above
 /// MAXPHYADDR, are 0. Bits 31:0 are never checked. On a processor with LAM
-/// (CR4.LAM_SUP allowed by `IA32_VMX_CR4_FIXED1`), CR3 bits 62:61
+/// (`CR4.LAM_SUP` allowed by `IA32_VMX_CR4_FIXED1`), CR3 bits 62:61
 /// (`LAM_U57`, `LAM_U48`) are defined, not reserved, as KVM's
 /// `kvm_vcpu_is_legal_cr3` treats them.
 pub(super) const fn cr3_within_physical_width(

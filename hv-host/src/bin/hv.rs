@@ -24,6 +24,28 @@ enum Command {
     /// A walk through hv explain on real values (the sandbox demo replaces
     /// it when hv-host gains sandboxes).
     Demo,
+    /// Benchmarks, each against what it competes with, in the same run.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// One L1 round-robins K L2 guests; every EPT02 policy replays the same
+    /// trace (hv, kvm, xen, flush-always).
+    Mmu {
+        /// Measured switches per trace (after warm-up).
+        #[arg(long, default_value_t = 100_000)]
+        switches: usize,
+        /// Numbers of L2 guests, one trace each.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16, 64])]
+        guests: Vec<usize>,
+        /// Print one JSON object with key `results`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,7 +112,61 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Explain { what } => run_explain(what),
         Command::Demo => demo(),
+        Command::Bench {
+            what:
+                BenchCommand::Mmu {
+                    switches,
+                    guests,
+                    json,
+                },
+        } => bench_mmu(switches, guests, json),
     }
+}
+
+fn bench_mmu(switches: usize, guests: Vec<usize>, json: bool) -> ExitCode {
+    if guests.is_empty() || guests.contains(&0) {
+        eprintln!("hv: --guests takes positive numbers of L2 guests");
+        return ExitCode::from(2);
+    }
+    let config = hv_host::bench::mmu::MmuBenchConfig { guests, switches };
+    let results = match hv_host::bench::mmu::run(&config) {
+        Ok(results) => results,
+        Err(error) => {
+            eprintln!("hv: bench mmu: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "switches": switches, "results": results })
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{switches} switches per trace; engine time only (the simulated hardware walk is not counted)"
+    );
+    println!(
+        "{:<13} {:>4} {:>12} {:>10} {:>11} {:>7} {:>12}",
+        "policy", "K", "ns/switch", "fills/sw", "flushes/sw", "frames", "vs hv"
+    );
+    for result in &results {
+        let hv = results
+            .iter()
+            .find(|r| r.policy == "hv" && r.l2_guests == result.l2_guests)
+            .map_or(f64::NAN, |r| r.ns_per_switch);
+        println!(
+            "{:<13} {:>4} {:>12.1} {:>10.2} {:>11.2} {:>7} {:>11.1}x",
+            result.policy,
+            result.l2_guests,
+            result.ns_per_switch,
+            result.fills_per_switch,
+            result.flushes_per_switch,
+            result.frames,
+            result.ns_per_switch / hv
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_explain(what: ExplainCommand) -> ExitCode {

@@ -1,0 +1,503 @@
+//! The shadow EPT02 engine: builds EPT02 from L1's EPT12 and L0's EPT01,
+//! keeps many roots alive, resyncs them precisely and reports which need
+//! an INVEPT.
+//!
+//! # Model
+//!
+//! - **Shadow tables** are real EPT-format tables in frames from the
+//!   [`FrameAllocator`]. A table mirrors one EPT12 table and is keyed by
+//!   (L1 GFN, level, role); every root that reaches that EPT12 table with
+//!   the same role shares it (policy permitting). A non-leaf shadow entry
+//!   carries the rights of its EPT12 entry (hardware ANDs them along the
+//!   walk, SDM 29.3.3.2), so a shared table depends on its own EPT12 table
+//!   only. A leaf carries EPT12-leaf ∩ EPT01 rights and EPT01's memory type
+//!   with ignore-PAT set (L0 knows the host's memory types); its size is the
+//!   smaller of the EPT12 and EPT01 pages. A large EPT12 page over smaller
+//!   EPT01 pages is split through *direct* tables keyed by the L1 region
+//!   they cover; the EPT12 leaf's rights go on the entry pointing to them.
+//! - **A/D**: with EPTP12 A/D enabled, a leaf whose EPT12 entry is not dirty
+//!   is filled without write permission, so the first write faults, the
+//!   walker sets the dirty flag in EPT12 and the fill adds write.
+//! - **Snapshots**: each filled entry of a mirroring table remembers the
+//!   EPT12 entry it was built from. INVEPT and "L1 wrote this page" compare
+//!   them with L1 memory: unchanged entries stay, entries that only gained
+//!   rights are widened in place, everything else is zapped.
+//! - **Flush tracking**: removing or reducing a translation marks every
+//!   root that can reach the changed entry; [`Mmu::switch_to`] and
+//!   [`Mmu::handle_ept_violation`] report (and clear) the mark. Adding
+//!   translations never needs a flush, because an EPT violation already
+//!   invalidates the faulting address's cached translations (SDM 29.4.3.1).
+//! - **Resync epochs**: each INVEPT advances an epoch. A root records the
+//!   epoch of its last INVEPT, a table the epoch it was last checked
+//!   against; a table is linked under another only if it is at least as
+//!   fresh, otherwise it (and what lies below it) is resynced first. So a
+//!   shared or orphaned table can never bring stale EPT12 state into a root
+//!   after that root's INVEPT.
+//!
+//! # Concurrency model
+//!
+//! One [`Mmu`] serves one vCPU (like KVM's per-vCPU `guest_mmu`): all
+//! methods take `&mut self`, and "needs a flush" is per root for that vCPU.
+//! A platform running several vCPUs of one L1 gives each its own `Mmu`, or
+//! serialises access and flushes on every vCPU that used a marked root.
+
+mod evict;
+mod fill;
+mod flush;
+mod policy;
+mod rmap;
+mod roots;
+mod sync;
+mod table;
+
+use core::fmt;
+
+use hashbrown::HashSet;
+use hv_arch_vmx::ept::{EptMemoryType, Eptp};
+
+use crate::addr::{HostPa, L1Gfn, L1Gpa, L2Gpa, PageSize};
+use crate::env::{Ept01, FrameAllocator, L1Memory};
+use crate::walk::{self, Access, WalkConfig, WalkConfigError, WalkFault};
+
+pub use policy::{DEFAULT_FRAME_BUDGET, MmuConfig, ParsePolicyError, Policy};
+
+use rmap::Targets;
+use roots::{Root, RootId, RootKey, Roots};
+use table::{Role, TableKey, Tables};
+
+/// What [`Mmu::switch_to`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RootSwitch {
+    /// The EPTP02 to load into the VMCS.
+    pub eptp02: Eptp,
+    /// The root was cached (nothing rebuilt).
+    pub hit: bool,
+    /// Issue INVEPT single-context on `eptp02` before entering L2: hardware
+    /// may hold translations this root no longer has.
+    pub flush_before_entry: bool,
+}
+
+/// What [`Mmu::handle_ept_violation`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultOutcome {
+    /// EPT02 now maps the address: resume L2.
+    Filled {
+        /// Size of the shadow leaf written.
+        size: PageSize,
+        /// Issue INVEPT single-context on the current EPTP02 before resuming
+        /// (a stale translation was replaced on the way).
+        flush_before_resume: bool,
+    },
+    /// L1 must see this EPT violation or misconfiguration.
+    Reflect(WalkFault),
+    /// EPT12 maps the address to L1 memory that EPT01 does not map, or maps
+    /// without the right the access needs: L0's business (emulate MMIO,
+    /// handle its own write protection, ...).
+    Emulate {
+        /// The L1 address the access targets.
+        l1_gpa: L1Gpa,
+    },
+}
+
+/// Why an engine operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum MmuError {
+    /// A fault arrived with no root loaded ([`Mmu::switch_to`] first).
+    #[error("no EPT02 root is loaded")]
+    NoCurrentRoot,
+    /// Even after evicting everything allowed, no frame was available for a
+    /// shadow table.
+    #[error("out of shadow-table frames")]
+    OutOfFrames,
+    /// The EPTP12 asks for a walk hv cannot do.
+    #[error("invalid EPTP12: {0}")]
+    InvalidEptp12(#[from] WalkConfigError),
+}
+
+/// Counters (exact counts, never times).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MmuStats {
+    /// EPT02 violations that filled a shadow leaf.
+    pub fills: u64,
+    /// EPT02 violations reflected to L1.
+    pub reflected: u64,
+    /// EPT02 violations left to L0 (EPT01 does not allow the access).
+    pub emulated: u64,
+    /// Switches to a cached root.
+    pub root_hits: u64,
+    /// Switches that built a new root.
+    pub root_misses: u64,
+    /// Roots cached now.
+    pub roots_live: usize,
+    /// Shadow tables live now.
+    pub tables_live: usize,
+    /// Shadow-table frames held now.
+    pub frames_in_use: usize,
+    /// INVEPTs requested from the caller (`flush_before_entry` or
+    /// `flush_before_resume` true).
+    pub flushes: u64,
+    /// Shadow tables compared against L1 memory (INVEPT, L1 writes, stale
+    /// tables relinked).
+    pub resyncs: u64,
+    /// Shadow entries removed or reduced because EPT12 or EPT01 changed
+    /// (or because a policy dropped a loaded root).
+    pub entries_zapped: u64,
+    /// Shadow tables freed.
+    pub tables_freed: u64,
+    /// Roots evicted (capacity or budget) plus unreachable tables evicted
+    /// for the budget.
+    pub evictions: u64,
+}
+
+/// The EPT02 engine for one vCPU. See the [module documentation](self).
+pub struct Mmu<F: FrameAllocator> {
+    config: MmuConfig,
+    frames: F,
+    tables: Tables,
+    targets: Targets,
+    roots: Roots,
+    current: Option<RootId>,
+    /// Number of INVEPTs seen: the resync epoch.
+    epoch: u64,
+    /// Traversal stamp source.
+    stamp: u64,
+    /// Frames that were an EPTP02 root and have been freed: hardware may
+    /// still hold translations tagged with them.
+    former_root_frames: HashSet<HostPa>,
+    stats: MmuStats,
+}
+
+impl<F: FrameAllocator> fmt::Debug for Mmu<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mmu")
+            .field("config", &self.config)
+            .field("current", &self.current_root())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// EPTP02 for a shadow root in `frame` walked with `levels` levels:
+/// write-back paging structures, no A/D (SDM 25.6.11).
+const fn eptp02(frame: HostPa, levels: u8) -> Eptp {
+    Eptp::from_raw(
+        (frame.raw() & Eptp::ADDRESS_MASK)
+            | EptMemoryType::WriteBack as u64
+            | (((levels as u64).saturating_sub(1) & 0b111) << 3),
+    )
+}
+
+impl<F: FrameAllocator> Mmu<F> {
+    /// An engine with no roots, taking shadow-table frames from `frames`.
+    pub fn new(config: MmuConfig, frames: F) -> Self {
+        Self {
+            config,
+            frames,
+            tables: Tables::default(),
+            targets: Targets::default(),
+            roots: Roots::default(),
+            current: None,
+            epoch: 0,
+            stamp: 0,
+            former_root_frames: HashSet::new(),
+            stats: MmuStats::default(),
+        }
+    }
+
+    /// The frame allocator: tests and the hardware engine read EPT02
+    /// through it.
+    pub fn frames(&self) -> &F {
+        &self.frames
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MmuConfig {
+        &self.config
+    }
+
+    /// The EPTP02 of the loaded root.
+    pub fn current_root(&self) -> Option<Eptp> {
+        self.current.and_then(|id| self.eptp02_of(id))
+    }
+
+    /// Every cached root as (EPTP12, EPTP02).
+    pub fn live_roots(&self) -> impl Iterator<Item = (Eptp, Eptp)> + '_ {
+        self.roots.iter().map(|(_, root)| {
+            let frame = self.tables.get(root.table).frame;
+            (root.eptp12, eptp02(frame, root.key.role.levels))
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> MmuStats {
+        MmuStats {
+            roots_live: self.roots.len(),
+            tables_live: self.tables.live,
+            frames_in_use: self.tables.live,
+            ..self.stats
+        }
+    }
+
+    /// EPTP02 of root `id`.
+    fn eptp02_of(&self, id: RootId) -> Option<Eptp> {
+        let root = self.roots.get(id)?;
+        let frame = self.tables.get(root.table).frame;
+        Some(eptp02(frame, root.key.role.levels))
+    }
+
+    /// Makes the root for `eptp12` current: on every nested VM entry.
+    ///
+    /// A cached root is reused as is (no rebuild, no flush unless something
+    /// it may have cached was removed since its last flush). Otherwise a new
+    /// root is created, evicting the least recently used root beyond the
+    /// capacity.
+    ///
+    /// # Errors
+    ///
+    /// [`MmuError::InvalidEptp12`] for a walk length other than 4 or 5;
+    /// [`MmuError::OutOfFrames`] if no frame can be found for the root table.
+    pub fn switch_to(&mut self, eptp12: Eptp) -> Result<RootSwitch, MmuError> {
+        let config = WalkConfig::new(
+            eptp12,
+            self.config.walk_context,
+            self.config.mode_based_execute,
+        )?;
+        let key = RootKey {
+            root_address: eptp12.root_address(),
+            role: Role::of(config),
+        };
+        if self.config.policy == Policy::FlushAlways {
+            // The 2018 behaviour: unload everything on every nested entry.
+            self.drop_all_roots_and_tables();
+        } else if let Some(id) = self.roots.find(&key) {
+            self.roots.touch(id);
+            let mut flush = false;
+            if let Some(root) = self.roots.get_mut(id) {
+                root.eptp12 = eptp12;
+                flush = core::mem::take(&mut root.needs_flush);
+            }
+            self.current = Some(id);
+            self.stats.root_hits += 1;
+            if flush {
+                self.stats.flushes += 1;
+            }
+            let eptp02 = self.eptp02_of(id).ok_or(MmuError::NoCurrentRoot)?;
+            return Ok(RootSwitch {
+                eptp02,
+                hit: true,
+                flush_before_entry: flush,
+            });
+        }
+        self.stats.root_misses += 1;
+        self.current = None;
+        let capacity = self.config.root_capacity.max(1);
+        while self.roots.len() >= capacity {
+            let Some(victim) = self.roots.least_recently_used(None) else {
+                break;
+            };
+            self.evict_root(victim);
+        }
+        let id = self.create_root(key, eptp12, config)?;
+        self.current = Some(id);
+        let mut flush = self.config.policy.flushes_on_miss();
+        if let Some(root) = self.roots.get_mut(id) {
+            flush |= core::mem::take(&mut root.needs_flush);
+        }
+        if flush {
+            self.stats.flushes += 1;
+        }
+        let eptp02 = self.eptp02_of(id).ok_or(MmuError::NoCurrentRoot)?;
+        tracing::debug!(
+            eptp12 = eptp12.raw(),
+            eptp02 = eptp02.raw(),
+            "new EPT02 root"
+        );
+        Ok(RootSwitch {
+            eptp02,
+            hit: false,
+            flush_before_entry: flush,
+        })
+    }
+
+    /// Creates the root for `key` with an empty top-level table.
+    fn create_root(
+        &mut self,
+        key: RootKey,
+        eptp12: Eptp,
+        config: WalkConfig,
+    ) -> Result<RootId, MmuError> {
+        let frame = self.allocate_frame()?;
+        let owner = if self.config.policy.shares_tables() {
+            0
+        } else {
+            self.roots.next_id() + 1
+        };
+        let table_key = TableKey {
+            gfn: L1Gfn::new(key.root_address >> 12),
+            level: key.role.levels,
+            role: key.role,
+            owner,
+        };
+        // A top-level table is only ever a root's (no walk of the same role
+        // reaches its level from below), so it is always new.
+        let table = self.tables.insert(table_key, frame, self.epoch);
+        // Hardware may hold translations tagged with this frame from when
+        // it was another root's (SDM 29.4.1: cached mappings are tagged by
+        // EPTRTA).
+        let reused = self.former_root_frames.remove(&frame);
+        let id = self.roots.insert(Root {
+            key,
+            eptp12,
+            config,
+            table,
+            needs_flush: reused,
+            invept_at: self.epoch,
+            last_used: 0,
+        });
+        self.tables.get_mut(table).root = Some(id);
+        Ok(id)
+    }
+
+    /// Handles an EPT violation of EPT02 at `gpa` for `access`, on the
+    /// current root: walks EPT12 (setting A/D flags as hardware would) and
+    /// fills the shadow path, or says what else must happen.
+    ///
+    /// # Errors
+    ///
+    /// [`MmuError::NoCurrentRoot`] without a loaded root;
+    /// [`MmuError::OutOfFrames`] when even emptying the current root leaves
+    /// too few frames for one path.
+    pub fn handle_ept_violation<M: L1Memory + ?Sized, E: Ept01 + ?Sized>(
+        &mut self,
+        memory: &mut M,
+        ept01: &E,
+        gpa: L2Gpa,
+        access: Access,
+    ) -> Result<FaultOutcome, MmuError> {
+        let id = self.current.ok_or(MmuError::NoCurrentRoot)?;
+        let root = *self.roots.get(id).ok_or(MmuError::NoCurrentRoot)?;
+        let translation = match walk::walk(memory, root.eptp12, gpa, access, &root.config) {
+            Ok(translation) => translation,
+            Err(fault) => {
+                self.stats.reflected += 1;
+                tracing::trace!(gpa = gpa.raw(), ?fault, "EPT12 fault reflected");
+                return Ok(FaultOutcome::Reflect(fault));
+            }
+        };
+        let mbec = root.config.mode_based_execute;
+        let mapping = ept01
+            .translate(translation.l1_gpa)
+            .filter(|mapping| access.allowed_by(mapping.permissions.effective(mbec), mbec));
+        let Some(mapping) = mapping else {
+            self.stats.emulated += 1;
+            return Ok(FaultOutcome::Emulate {
+                l1_gpa: translation.l1_gpa,
+            });
+        };
+        let request = fill::FillRequest {
+            root: id,
+            gpa,
+            translation: &translation,
+            mapping,
+        };
+        let size = match self.fill(&*memory, &request) {
+            Ok(size) => size,
+            Err(fill::FillError::OutOfFrames) => {
+                // Last resort: drop the current root's own tables and retry
+                // once; the path needs at most `levels` frames.
+                self.empty_root(id);
+                self.free_orphans();
+                self.fill(&*memory, &request)
+                    .map_err(|_| MmuError::OutOfFrames)?
+            }
+            Err(fill::FillError::Unmappable) => {
+                self.stats.emulated += 1;
+                return Ok(FaultOutcome::Emulate {
+                    l1_gpa: translation.l1_gpa,
+                });
+            }
+        };
+        self.stats.fills += 1;
+        let flush = self
+            .roots
+            .get_mut(id)
+            .is_some_and(|root| core::mem::take(&mut root.needs_flush));
+        if flush {
+            self.stats.flushes += 1;
+        }
+        tracing::trace!(gpa = gpa.raw(), ?size, flush, "EPT02 filled");
+        Ok(FaultOutcome::Filled {
+            size,
+            flush_before_resume: flush,
+        })
+    }
+
+    /// L1 executed INVEPT single-context for `eptp12` (bits 51:12 select the
+    /// roots, SDM 29.4.3.1). hv resyncs every table those roots reach and
+    /// zaps only changed entries; the other policies drop the roots.
+    pub fn invept_single_context<M: L1Memory + ?Sized>(&mut self, memory: &M, eptp12: Eptp) {
+        self.epoch += 1;
+        let matching: alloc::vec::Vec<RootId> = self
+            .roots
+            .iter()
+            .filter(|(_, root)| root.key.root_address == eptp12.root_address())
+            .map(|(id, _)| id)
+            .collect();
+        tracing::debug!(
+            eptp12 = eptp12.raw(),
+            roots = matching.len(),
+            "INVEPT single-context"
+        );
+        if self.config.policy.invept_drops_roots() {
+            for id in matching {
+                self.drop_root(id);
+            }
+        } else {
+            self.resync_roots(memory, &matching);
+        }
+    }
+
+    /// L1 executed INVEPT all-context: every root is resynced (hv) or
+    /// dropped (the other policies).
+    pub fn invept_global<M: L1Memory + ?Sized>(&mut self, memory: &M) {
+        self.epoch += 1;
+        tracing::debug!("INVEPT global");
+        if self.config.policy.invept_drops_roots() {
+            for id in self.roots.ids() {
+                self.drop_root(id);
+            }
+        } else {
+            self.resync_all(memory);
+        }
+    }
+
+    /// L1 wrote the page `gfn` (for platforms that write-protect EPT12
+    /// pages): resync the shadow tables built from it.
+    pub fn l1_wrote<M: L1Memory + ?Sized>(&mut self, memory: &M, gfn: L1Gfn) {
+        if self.config.policy.tracks_l1_writes() {
+            self.resync_gfn(memory, gfn);
+        }
+    }
+
+    /// L0 changed EPT01 for L1 page `gfn`: zap every leaf mapping it (Xen:
+    /// flush every nested table).
+    pub fn ept01_changed(&mut self, gfn: L1Gfn) {
+        if self.config.policy == Policy::Xen {
+            for id in self.roots.ids() {
+                self.drop_root(id);
+            }
+        } else {
+            self.zap_target(gfn);
+        }
+    }
+
+    /// L1 executed INVVPID: only the Xen policy reacts (it flushes every
+    /// nested table); EPT02 does not depend on VPIDs.
+    pub fn invvpid(&mut self) {
+        if self.config.policy == Policy::Xen {
+            for id in self.roots.ids() {
+                self.drop_root(id);
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Replays the `ept12` fuzz corpus (and the crashes it found, kept as
+//! regressions) through the same scenario code the fuzz target runs, so
+//! `cargo test` on stable exercises the target without nightly.
+//!
+//! Fuzz it for real with `cd fuzz && cargo +nightly fuzz run ept12`.
+
+use arbitrary::{Arbitrary, Unstructured};
+use hv_mmu::testing::scenario::Scenario;
+use std::path::PathBuf;
+
+fn corpus_files() -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut files = Vec::new();
+    for dir in ["corpus/ept12", "regressions/ept12"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        files.extend(
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.is_file()),
+        );
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn ept12_corpus_keeps_every_invariant() {
+    let files = corpus_files();
+    assert!(
+        files.len() >= 10,
+        "the committed ept12 corpus is missing ({} files)",
+        files.len()
+    );
+    let mut steps = 0;
+    let mut full_checks = 0;
+    for path in &files {
+        let data = std::fs::read(path).expect("read corpus file");
+        // Exactly what fuzz_targets/ept12.rs does.
+        let Ok(scenario) = Scenario::arbitrary_take_rest(Unstructured::new(&data)) else {
+            continue;
+        };
+        match scenario.run() {
+            Ok(report) => {
+                steps += report.steps;
+                full_checks += report.full_checks;
+            }
+            Err(failure) => panic!("{}: {failure}", path.display()),
+        }
+    }
+    // The corpus must actually drive the engine, not just parse.
+    assert!(steps > 1000, "corpus ran only {steps} steps");
+    assert!(
+        full_checks > 100,
+        "corpus ran only {full_checks} oracle checks"
+    );
+}

@@ -48,7 +48,10 @@ pub struct Ept01Mapping {
     pub size: PageSize,
     /// What L0 lets L1 do with it.
     pub permissions: EptPermissions,
-    /// Memory type L0 uses for it; EPT02 leaves take L0's type.
+    /// Memory type L0 uses for it. EPT02 leaves take this type with
+    /// ignore-PAT set, and L2 writes through EPT02 set no EPT01 dirty bits:
+    /// an L0 that tracks dirty pages write-protects them here and calls
+    /// [`Mmu::ept01_changed`](crate::Mmu::ept01_changed).
     pub memory_type: EptMemoryType,
 }
 

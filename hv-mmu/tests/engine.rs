@@ -10,9 +10,10 @@ use std::collections::{HashMap, HashSet};
 
 use hv_arch_vmx::ept::{EptEntry, EptLevel, EptMemoryType, EptPermissions, EptWalkContext, Eptp};
 use hv_mmu::addr::{HostPa, L1Gfn, L1Gpa, L2Gpa, PageSize};
-use hv_mmu::env::FrameAllocator;
+use hv_mmu::env::{FrameAllocator, Table};
 use hv_mmu::testing::{
-    Ept12Builder, FramePool, InvariantChecker, InvariantReport, TestEpt01, TestMemory,
+    AllocatedFrames, Ept12Builder, FramePool, InvariantChecker, InvariantReport, L1Backing,
+    TestEpt01, TestMemory,
 };
 use hv_mmu::walk::{Access, AccessKind};
 use hv_mmu::{FaultOutcome, Mmu, MmuConfig, MmuError, MmuStats, Policy};
@@ -614,6 +615,10 @@ fn invept_after_one_leaf_change_zaps_only_that_entry_and_flags_the_roots_reachin
         walk02(&world.mmu, 0x3000).unwrap().0,
         HOST.wrapping_add(0x28_0000)
     );
+    assert!(
+        world.mmu.switch_to(eptp_a).unwrap().flush_before_entry,
+        "the resume's switch_to reports (and clears) what the fill reported"
+    );
     assert!(world.mmu.switch_to(eptp_b).unwrap().flush_before_entry);
     assert!(!world.mmu.switch_to(eptp_c).unwrap().flush_before_entry);
     assert!(
@@ -928,6 +933,14 @@ fn a_fault_that_replaces_a_leaf_with_other_rights_asks_for_a_flush() {
     );
     assert_eq!(walk02(&world.mmu, 0).unwrap().1, RW);
     world.check();
+    assert!(
+        world
+            .mmu
+            .switch_to(ept12.eptp(false))
+            .unwrap()
+            .flush_before_entry,
+        "the resume's switch_to reports it too"
+    );
     // The snapshot follows the new entry: a later INVEPT finds nothing.
     world.mmu.invept_global(&world.memory);
     assert!(
@@ -980,7 +993,7 @@ fn ept01_change_zaps_the_leaves_mapping_that_page_including_large_ones() {
 
     // Two leaves map L1 page 0x301.
     world.ept01.protect(L1Gfn::new(0x301), R);
-    world.mmu.ept01_changed(L1Gfn::new(0x301));
+    world.mmu.ept01_changed(L1Gfn::new(0x301), PageSize::Size4K);
     assert_eq!(world.stats().entries_zapped, 2);
     assert!(walk02(&world.mmu, 0x1000).is_none() && walk02(&world.mmu, 0x2000).is_none());
     assert!(walk02(&world.mmu, 0x40_0000).is_some());
@@ -988,7 +1001,7 @@ fn ept01_change_zaps_the_leaves_mapping_that_page_including_large_ones() {
 
     // A page inside the 2M leaf.
     world.ept01.protect(L1Gfn::new(0x6AB), R);
-    world.mmu.ept01_changed(L1Gfn::new(0x6AB));
+    world.mmu.ept01_changed(L1Gfn::new(0x6AB), PageSize::Size4K);
     assert_eq!(world.stats().entries_zapped, 3);
     assert!(walk02(&world.mmu, 0x4A_B000).is_none());
     assert!(world.mmu.switch_to(eptp).unwrap().flush_before_entry);
@@ -1309,7 +1322,7 @@ fn hostile_ept12_never_panics_and_keeps_the_invariants() {
         Ept12Builder::set_entry(&mut world.memory, root, 0, 0x20_0000 | 0b111).unwrap();
         world.mmu.invept_global(&world.memory);
         world.check();
-        world.mmu.ept01_changed(root);
+        world.mmu.ept01_changed(root, PageSize::Size4K);
         world.check();
         assert_eq!(
             world.stats().frames_in_use,
@@ -1669,6 +1682,8 @@ impl Scenario {
             return Ok(());
         }
         self.tlb.remove(&key);
+        // An exit: L2 is resumed through `switch_to`, like every entry.
+        self.in_l2 = false;
         let world = &mut self.world;
         match world.mmu.handle_ept_violation(
             &mut world.memory,
@@ -1687,7 +1702,10 @@ impl Scenario {
                 prop_assert!(allows(now, access), "fill made no progress");
                 self.check_tlb()
             }
-            Ok(_) | Err(MmuError::OutOfFrames) => Ok(()),
+            // Reflect and Emulate change no shadow entry: what hardware
+            // cached since the entry is still backed by EPT02.
+            Ok(_) => self.check_tlb(),
+            Err(MmuError::OutOfFrames) => Ok(()),
             Err(error) => panic!("unexpected {error}"),
         }
     }
@@ -1756,7 +1774,7 @@ impl Scenario {
                     2 => world.ept01.protect(gfn, RX),
                     _ => world.ept01.reset(gfn),
                 }
-                world.mmu.ept01_changed(gfn);
+                world.mmu.ept01_changed(gfn, PageSize::Size4K);
             }
             Op::InveptSingle(root) => self.invept_single(root),
             Op::InveptGlobal => self.invept_global(),
@@ -1881,4 +1899,463 @@ fn long_sequences_on_every_policy() {
             .current();
         replay_on_every_policy(&focused);
     }
+}
+
+// --- Review regressions -----------------------------------------------------
+
+/// Every shadow table hardware can reach from `eptp02` (as a walk would, one
+/// visit per frame): (frame, level, contents).
+fn reachable_tables<F: FrameAllocator>(frames: &F, eptp02: Eptp) -> Vec<(HostPa, u8, Table)> {
+    let mut seen = Vec::new();
+    let mut worklist = vec![(HostPa::new(eptp02.root_address()), eptp02.walk_levels())];
+    while let Some((frame, number)) = worklist.pop() {
+        if seen.iter().any(|&(known, _, _)| known == frame) {
+            continue;
+        }
+        let table = *frames.table(frame);
+        seen.push((frame, number, table));
+        let Some(level) = EptLevel::from_number(number) else {
+            continue;
+        };
+        for raw in table {
+            let entry = EptEntry::from_raw(raw);
+            if entry.is_present(false) && !entry.is_leaf(level) && number > 1 {
+                worklist.push((HostPa::new(entry.address()), number - 1));
+            }
+        }
+    }
+    seen
+}
+
+/// What a walk that starts from a paging-structure cache entry pointing to
+/// `frame` (cached as a level-`number` table) maps now: every leaf's frame;
+/// `Err` with the first frame it reaches that is no longer allocated
+/// (hardware would read whatever the host put there).
+fn leaf_targets_from(frames: &FramePool, frame: HostPa, number: u8) -> Result<Vec<HostPa>, HostPa> {
+    let mut targets = Vec::new();
+    let mut worklist = vec![(frame, number)];
+    while let Some((frame, number)) = worklist.pop() {
+        if !frames.is_allocated(frame) {
+            return Err(frame);
+        }
+        let level = EptLevel::from_number(number).unwrap();
+        for raw in *frames.table(frame) {
+            let entry = EptEntry::from_raw(raw);
+            if !entry.is_present(false) {
+                continue;
+            }
+            if entry.is_leaf(level) {
+                targets.push(HostPa::new(entry.address()));
+            } else if number > 1 {
+                worklist.push((HostPa::new(entry.address()), number - 1));
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// The review's `emulate.rs` world: EPT12 PML4 0x1000 -> PDPT 0x2000 ->
+/// PD 0x3000 -> PTs 0x4000 (L2 0) and 0x5000 (L2 2M), both filled; PD
+/// 0x6000 -> PT 0x7000 maps L2 4M to L1 `0x10_2000` read+execute but is not
+/// linked yet. Execute-only translations are not supported.
+fn two_filled_page_tables(
+    policy: Policy,
+    budget: usize,
+) -> (TestMemory, TestEpt01, Mmu<FramePool>, Eptp) {
+    let context = EptWalkContext {
+        execute_only: false,
+        ..context()
+    };
+    let mut memory = TestMemory::new(4 * MIB);
+    let ept01 = TestEpt01::identity(4 * MIB, HOST);
+    let wb = 6 << 3;
+    for (table, index, value) in [
+        (0x1000, 0, 0x2000 | 7),
+        (0x2000, 0, 0x3000 | 7),
+        (0x3000, 0, 0x4000 | 7),
+        (0x3000, 1, 0x5000 | 7),
+        (0x4000, 0, 0x10_0000 | 1 | wb),
+        (0x5000, 0, 0x10_1000 | 7 | wb),
+        (0x6000, 2, 0x7000 | 7),
+        (0x7000, 0, 0x10_2000 | 5 | wb),
+    ] {
+        memory
+            .write_u64(L1Gpa::new(table + index * 8), value)
+            .unwrap();
+    }
+    let eptp = Eptp::from_raw(0x1000 | 0x1e);
+    let mut config = MmuConfig::new(policy, context);
+    config.frame_budget = budget;
+    let mut mmu = Mmu::new(config, FramePool::new(64));
+    mmu.switch_to(eptp).unwrap();
+    for gpa in [0, 0x20_0000] {
+        let outcome = mmu
+            .handle_ept_violation(&mut memory, &ept01, L2Gpa::new(gpa), Access::READ)
+            .unwrap();
+        assert!(matches!(outcome, FaultOutcome::Filled { .. }), "{policy}");
+    }
+    (memory, ept01, mmu, eptp)
+}
+
+/// Review finding 1 (`emulate.rs`): a fault whose walk finds a relinked
+/// upper entry and then composes to no usable rights used to zap the old
+/// path, free its tables and reuse their frames (a page table's frame
+/// became a page directory) before returning `Emulate`. A stale
+/// paging-structure cache entry pointing to the old page table then read
+/// the new directory's entries as 4-KByte leaves mapping shadow tables
+/// into L2. Now the fill is planned first: `Emulate` changes nothing.
+#[test]
+fn an_emulated_fault_changes_no_shadow_table_even_after_l1_relinked_the_path() {
+    for (policy, budget) in [(Policy::Kvm, 4096), (Policy::Hv, 6)] {
+        let (mut memory, mut ept01, mut mmu, eptp) = two_filled_page_tables(policy, budget);
+        let eptp02 = mmu.switch_to(eptp).unwrap().eptp02;
+        // What hardware may have cached: every table reachable now.
+        let cached = reachable_tables(mmu.frames(), eptp02);
+        assert_eq!(cached.len(), 5, "{policy}: PML4, PDPT, PD and two PTs");
+        let before = mmu.stats();
+
+        // L1 repoints PDPT entry 0 without INVEPT; L0 makes the new target
+        // page execute-only. Read+execute ∩ execute-only is not a valid
+        // leaf without execute-only support.
+        memory.write_u64(L1Gpa::new(0x2000), 0x6000 | 7).unwrap();
+        ept01.protect(L1Gfn::new(0x102), EptPermissions::EXECUTE);
+        mmu.ept01_changed(L1Gfn::new(0x102), PageSize::Size4K);
+        let outcome = mmu
+            .handle_ept_violation(&mut memory, &ept01, L2Gpa::new(0x40_0000), Access::FETCH)
+            .unwrap();
+        assert_eq!(
+            outcome,
+            FaultOutcome::Emulate {
+                l1_gpa: L1Gpa::new(0x10_2000)
+            },
+            "{policy}"
+        );
+
+        // Nothing changed: every frame hardware may have cached still holds
+        // the same table at the same level.
+        let after = mmu.stats();
+        assert_eq!(
+            (after.entries_zapped, after.tables_freed, after.tables_live),
+            (
+                before.entries_zapped,
+                before.tables_freed,
+                before.tables_live
+            ),
+            "{policy}: Emulate changed the shadow tables"
+        );
+        assert_eq!(
+            reachable_tables(mmu.frames(), eptp02),
+            cached,
+            "{policy}: EPT02 changed"
+        );
+        // A walk that starts from any stale cached pointer reaches only L1
+        // memory, never a shadow-table frame.
+        let shadow: HashSet<HostPa> = mmu.frames().live_frames().collect();
+        for &(frame, level, _) in &cached {
+            let targets = leaf_targets_from(mmu.frames(), frame, level)
+                .unwrap_or_else(|freed| panic!("{policy}: cached table {freed} was freed"));
+            for target in targets {
+                assert!(
+                    !shadow.contains(&target) && ept01.backs(target),
+                    "{policy}: a cached level-{level} pointer to {frame} maps {target}"
+                );
+            }
+        }
+        let switch = mmu.switch_to(eptp).unwrap();
+        assert!(
+            !switch.flush_before_entry,
+            "{policy}: nothing to flush after Emulate"
+        );
+
+        // Once L0 allows reads again, the same fault relinks the path: the
+        // replaced entries are reported, and the switch_to before resuming
+        // asks for the flush (and clears it).
+        ept01.reset(L1Gfn::new(0x102));
+        mmu.ept01_changed(L1Gfn::new(0x102), PageSize::Size4K);
+        let flushes = mmu.stats().flushes;
+        let outcome = mmu
+            .handle_ept_violation(&mut memory, &ept01, L2Gpa::new(0x40_0000), Access::FETCH)
+            .unwrap();
+        assert_eq!(
+            outcome,
+            FaultOutcome::Filled {
+                size: PageSize::Size4K,
+                flush_before_resume: true
+            },
+            "{policy}"
+        );
+        assert!(mmu.switch_to(eptp).unwrap().flush_before_entry, "{policy}");
+        assert!(!mmu.switch_to(eptp).unwrap().flush_before_entry, "{policy}");
+        assert_eq!(
+            mmu.stats().flushes - flushes,
+            1,
+            "{policy}: one INVEPT requested"
+        );
+    }
+}
+
+/// A fill that runs out of frames after changing tables leaves its flush
+/// for the next `switch_to`.
+#[test]
+fn a_fill_that_runs_out_of_frames_after_changing_tables_leaves_the_flush_pending() {
+    let mut config = MmuConfig::new(Policy::Hv, context());
+    config.frame_budget = 3;
+    let mut world = World::with_config(config, 64 * MIB, 64);
+    let eptp = many_roots(&mut world, 1, 1)[0];
+    world.mmu.switch_to(eptp).unwrap();
+    // PDPT and PD are linked, the PT does not fit: the last resort empties
+    // the root (zapping the partial path) and fails again.
+    let result = world.mmu.handle_ept_violation(
+        &mut world.memory,
+        &world.ept01,
+        L2Gpa::new(0),
+        Access::READ,
+    );
+    assert_eq!(result, Err(MmuError::OutOfFrames));
+    assert!(world.stats().entries_zapped > 0);
+    assert!(world.mmu.switch_to(eptp).unwrap().flush_before_entry);
+    world.check();
+}
+
+/// Review finding 2 (`gran.rs`): L0 moves a whole 2-MByte EPT01 page and
+/// reports it once. Every shadow leaf inside it must go, whichever 4-KByte
+/// page of it the report names, not only the leaves of that one page.
+#[test]
+fn an_ept01_change_of_a_large_page_zaps_every_leaf_inside_it() {
+    for policy in Policy::ALL {
+        let mut world = World::new(policy, 8 * MIB);
+        world.ept01 = TestEpt01::identity(8 * MIB, HOST).with_large_pages(true);
+        let mut ept12 = world.builder(0x1000);
+        // L2 [0, 4M) -> L1 [2M, 6M) with 4K EPT12 pages; EPT01 maps 2M pages.
+        ept12
+            .map_range(
+                &mut world.memory,
+                L2Gpa::new(0),
+                L1Gpa::new(2 * MIB),
+                4 * MIB,
+                PageSize::Size4K,
+                RWX,
+            )
+            .unwrap();
+        let eptp = ept12.eptp(false);
+        world.mmu.switch_to(eptp).unwrap();
+        // 1024 leaves: more targets than the 512 sub-pages of a 2M page, so
+        // the 2M report looks each sub-page up.
+        for page in 0..1024 {
+            world.touch(page * 0x1000, Access::WRITE);
+        }
+        assert_eq!(world.stats().fills, 1024, "{policy}");
+        // L0 moves L1 [2M, 4M) to another 2M host page (THP migration) and
+        // reports it once, naming a page in its middle.
+        for index in 0..512 {
+            world.ept01.map_page(
+                L1Gfn::new(512 + index),
+                HOST.wrapping_add(6 * MIB + index * 0x1000),
+                RWX,
+                EptMemoryType::WriteBack,
+            );
+        }
+        world
+            .mmu
+            .ept01_changed(L1Gfn::new(512 + 300), PageSize::Size2M);
+        world.check();
+        if policy != Policy::Xen {
+            assert_eq!(world.stats().entries_zapped, 512, "{policy}");
+            assert!(
+                walk02(&world.mmu, 0x20_0000).is_some(),
+                "{policy}: L1 [4M, 6M) did not change"
+            );
+        }
+        assert!(walk02(&world.mmu, 0).is_none(), "{policy}");
+        assert!(walk02(&world.mmu, 0x5000).is_none(), "{policy}");
+        assert!(
+            world.mmu.switch_to(eptp).unwrap().flush_before_entry,
+            "{policy}"
+        );
+        world.touch(0x5000, Access::READ);
+        assert_eq!(
+            walk02(&world.mmu, 0x5000).unwrap().0,
+            HOST.wrapping_add(6 * MIB + 0x5000),
+            "{policy}"
+        );
+        world.check();
+    }
+}
+
+/// A 1-GByte EPT01 change zaps the 4K and 2M leaves inside it (here found
+/// by one pass over the reverse map), and nothing outside it.
+#[test]
+fn an_ept01_change_of_a_one_gigabyte_page_zaps_small_and_large_leaves_inside_it() {
+    let mut world = World::new(Policy::Hv, 2 << 30);
+    world.ept01 = TestEpt01::identity(2 << 30, HOST).with_large_pages(true);
+    let mut ept12 = world.builder(0x100_0000);
+    for (l2, l1, size) in [
+        (0, 0x20_0000, PageSize::Size2M),
+        (0x40_0000, 0x3000, PageSize::Size4K),
+        (0x8000_0000, 0x4000_1000, PageSize::Size4K),
+    ] {
+        ept12
+            .map(&mut world.memory, L2Gpa::new(l2), L1Gpa::new(l1), size, RW)
+            .unwrap();
+    }
+    let eptp = ept12.eptp(false);
+    world.mmu.switch_to(eptp).unwrap();
+    for gpa in [0, 0x40_0000, 0x8000_0000] {
+        world.touch(gpa, Access::READ);
+    }
+    assert_eq!(walk02(&world.mmu, 0).unwrap().2, PageSize::Size2M);
+    // L0 makes the first GiB of L1 read-only as one 1G EPT01 page (the
+    // report names that size; TestEpt01 only tracks 4K pages, so protect
+    // the ones in use).
+    for gfn in std::iter::once(0x3).chain(0x200..0x400) {
+        world.ept01.protect(L1Gfn::new(gfn), R);
+    }
+    world
+        .mmu
+        .ept01_changed(L1Gfn::new(0x1_2345), PageSize::Size1G);
+    assert_eq!(world.stats().entries_zapped, 2);
+    assert!(walk02(&world.mmu, 0).is_none() && walk02(&world.mmu, 0x40_0000).is_none());
+    assert!(
+        walk02(&world.mmu, 0x8000_0000).is_some(),
+        "the second GiB did not change"
+    );
+    assert!(world.mmu.switch_to(eptp).unwrap().flush_before_entry);
+    world.check();
+    // A 4K report still reaches a large leaf containing the page.
+    world.touch(0, Access::READ);
+    assert_eq!(walk02(&world.mmu, 0).unwrap().1, R);
+    world.ept01.reset(L1Gfn::new(0x2AB));
+    world.mmu.ept01_changed(L1Gfn::new(0x2AB), PageSize::Size4K);
+    assert!(walk02(&world.mmu, 0x2A_B000).is_none());
+    world.check();
+}
+
+/// A frame allocator that never hands a freed frame back, or only after
+/// `delay` later frees (oldest first): the worst cases for remembering
+/// which frames were roots.
+struct DelayedReuse {
+    tables: HashMap<u64, Box<Table>>,
+    next: u64,
+    freed: std::collections::VecDeque<HostPa>,
+    delay: Option<usize>,
+}
+
+impl DelayedReuse {
+    fn new(delay: Option<usize>) -> Self {
+        Self {
+            tables: HashMap::new(),
+            next: 0,
+            freed: std::collections::VecDeque::new(),
+            delay,
+        }
+    }
+}
+
+impl FrameAllocator for DelayedReuse {
+    fn allocate(&mut self) -> Option<HostPa> {
+        let reuse = self.delay.is_some_and(|delay| self.freed.len() > delay);
+        let frame = if reuse {
+            self.freed.pop_front()?
+        } else {
+            self.next += 1;
+            HostPa::new(0x80_0000_0000 + self.next * 0x1000)
+        };
+        self.tables.insert(frame.raw(), Box::new([0; 512]));
+        Some(frame)
+    }
+
+    fn free(&mut self, frame: HostPa) {
+        assert!(self.tables.remove(&frame.raw()).is_some(), "double free");
+        if self.delay.is_some() {
+            self.freed.push_back(frame);
+        }
+    }
+
+    fn table(&self, frame: HostPa) -> &Table {
+        &self.tables[&frame.raw()]
+    }
+
+    fn table_mut(&mut self, frame: HostPa) -> &mut Table {
+        self.tables.get_mut(&frame.raw()).unwrap()
+    }
+}
+
+/// Cycles 1000 EPTP12s through a 4-root hv cache on `frames`; checks that
+/// the remembered root frames stay within the limit and that every root
+/// built on a frame that was a root before is flushed before its first
+/// entry. Returns how many misses asked for a flush.
+fn cycle_thousand_roots<F: FrameAllocator>(frames: F) -> (Mmu<F>, u64) {
+    let mut memory = TestMemory::new(2 << 30);
+    let ept01 = TestEpt01::identity(2 << 30, HOST);
+    let eptps: Vec<Eptp> = (0..1000u64)
+        .map(|index| {
+            let mut ept12 =
+                Ept12Builder::new(&mut memory, L1Gpa::new(0x200_0000 + index * 0x4000)).unwrap();
+            ept12
+                .map(
+                    &mut memory,
+                    L2Gpa::new(0),
+                    L1Gpa::new(0x4000_0000 + index * 0x1000),
+                    PageSize::Size4K,
+                    RW,
+                )
+                .unwrap();
+            ept12.eptp(false)
+        })
+        .collect();
+    let mut config = MmuConfig::new(Policy::Hv, context());
+    config.root_capacity = 4;
+    config.frame_budget = 64;
+    let mut mmu = Mmu::new(config, frames);
+    assert_eq!(mmu.remembered_root_frames_limit(), 64);
+    let mut former_roots = HashSet::new();
+    let mut flushed_misses = 0;
+    for &eptp in eptps.iter().chain(&eptps[..500]) {
+        let live_before: HashSet<HostPa> = mmu
+            .live_roots()
+            .map(|(_, eptp02)| HostPa::new(eptp02.root_address()))
+            .collect();
+        let switch = mmu.switch_to(eptp).unwrap();
+        assert!(!switch.hit);
+        let frame = HostPa::new(switch.eptp02.root_address());
+        if former_roots.contains(&frame) {
+            assert!(
+                switch.flush_before_entry,
+                "root frame {frame} was a root before and is entered without a flush"
+            );
+        }
+        flushed_misses += u64::from(switch.flush_before_entry);
+        former_roots.extend(live_before);
+        former_roots.insert(frame);
+        mmu.handle_ept_violation(&mut memory, &ept01, L2Gpa::new(0), Access::READ)
+            .unwrap();
+        assert!(mmu.stats().remembered_root_frames <= 64);
+    }
+    (mmu, flushed_misses)
+}
+
+/// Review finding 3: the set of freed root frames grew without bound with
+/// an allocator that never reuses frames. Now it stays within the limit;
+/// once it overflows every new root is flushed, so a forgotten frame
+/// handed back much later is still flushed before use.
+#[test]
+fn remembered_root_frames_stay_bounded_and_reused_root_frames_are_always_flushed() {
+    // Never reused: bounded, and after the overflow every miss flushes.
+    let (mmu, flushed) = cycle_thousand_roots(DelayedReuse::new(None));
+    assert_eq!(mmu.stats().remembered_root_frames, 0, "forgotten");
+    assert!(
+        flushed >= 1500 - 70,
+        "every miss after the overflow flushes"
+    );
+    assert_eq!(mmu.frames().tables.len(), mmu.stats().frames_in_use);
+
+    // Reused long after being forgotten (200 frees later, oldest first).
+    let (mmu, _) = cycle_thousand_roots(DelayedReuse::new(Some(200)));
+    assert!(mmu.stats().remembered_root_frames <= 64);
+
+    // A last-freed-first pool within the budget never trips the limit:
+    // misses on fresh frames need no flush.
+    let (mmu, flushed) = cycle_thousand_roots(FramePool::new(64));
+    assert!(mmu.stats().remembered_root_frames < 64);
+    assert!(flushed < 1500, "only reused root frames are flushed");
 }

@@ -70,9 +70,30 @@ impl<F: FrameAllocator> Mmu<F> {
         }
         self.tables.get_mut(table).root = None;
         // Hardware may still cache translations tagged with this EPTP02.
-        self.former_root_frames.insert(self.tables.get(table).frame);
+        self.remember_former_root(self.tables.get(table).frame);
         let cascade = !self.config.policy.retains_orphans();
         self.free_tree(table, cascade);
+    }
+
+    /// Remembers that `frame` was a root, within
+    /// [`Mmu::remembered_root_frames_limit`]: on overflow the set is
+    /// forgotten and every later new root is flushed (see there).
+    fn remember_former_root(&mut self, frame: HostPa) {
+        if self.former_root_frames_forgotten {
+            return;
+        }
+        if self.former_root_frames.len() >= self.remembered_root_frames_limit()
+            && !self.former_root_frames.contains(&frame)
+        {
+            tracing::debug!(
+                remembered = self.former_root_frames.len(),
+                "freed root frames forgotten: every new root is flushed from now on"
+            );
+            self.former_root_frames = hashbrown::HashSet::new();
+            self.former_root_frames_forgotten = true;
+            return;
+        }
+        self.former_root_frames.insert(frame);
     }
 
     /// What a policy does when it "drops" a root (INVEPT, INVVPID or EPT01

@@ -1,6 +1,37 @@
 //! Filling: turning one successful EPT12 walk plus its EPT01 mapping into a
 //! shadow path, reusing (and, where the walk shows they diverged from EPT12,
 //! repairing) the tables already there.
+//!
+//! A fill has two phases, and only the second touches the shadow tables:
+//!
+//! 1. [`Mmu::plan_fill`] (`&self`) computes and validates everything the
+//!    fill depends on: the composed leaf (EPT12 leaf ∩ EPT01 rights, its
+//!    size, host address, memory type and encoding), the direct tables a
+//!    split needs and the pointer rights. Anything that cannot be expressed
+//!    as an EPT02 leaf is rejected here, so a fault that ends in
+//!    [`FaultOutcome::Emulate`](super::FaultOutcome::Emulate) (or
+//!    `Reflect`) never zapped, relinked or freed a table and never reused a
+//!    frame: there is nothing for hardware to hold stale.
+//! 2. [`Mmu::fill`] applies the plan. It can only run out of frames; every
+//!    entry it zaps or replaces on the way marks the roots that reach it,
+//!    and the mark stays until [`Mmu::switch_to`](super::Mmu::switch_to)
+//!    reports it.
+//!
+//! # What an EPT02 leaf contains
+//!
+//! - **Memory type**: always EPT01's memory type
+//!   ([`Ept01Mapping::memory_type`]) with ignore-PAT set (SDM 29.3.7): L0
+//!   knows the host's memory types; L1's EPT12 memory type and ignore-PAT
+//!   bit and L2's PAT are not used.
+//! - **Dirty tracking**: EPT02 leaves are built without A/D (EPTP02 does not
+//!   enable them), and a write by L2 through EPT02 sets **no** dirty flag in
+//!   EPT01. An L0 that tracks dirty L1 pages (live migration, ...) must
+//!   write-protect them through EPT01 and report the change with
+//!   [`Mmu::ept01_changed`](super::Mmu::ept01_changed): the shadow leaves
+//!   lose write, the next L2 write exits as
+//!   [`FaultOutcome::Emulate`](super::FaultOutcome::Emulate), and L0 logs
+//!   the page and restores write (again reporting the change); or it must
+//!   use its own means.
 
 use hv_arch_vmx::ept::{EptEntry, EptLevel, EptPermissions};
 
@@ -12,29 +43,66 @@ use super::Mmu;
 use super::rmap::TargetKey;
 use super::roots::RootId;
 use super::sync::{Change, RIGHTS_MASK, classify, guest_rights, sanitize};
-use super::table::{ENTRIES, LINK_LEAF, Slot, TableId, TableKey};
+use super::table::{ENTRIES, LINK_LEAF, Role, Slot, TableId, TableKey};
 
-/// What to fill.
+/// The walk and EPT01 mapping cannot be composed into an EPT02 leaf (no
+/// usable rights, an address that does not fit, a walk that does not start
+/// at the root's EPT12 table): L0's business. Found before any change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Unmappable;
+
+/// No frame for a table, even after evicting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct OutOfFrames;
+
+/// A pointer to a direct (splitting) table on the way to the leaf.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct FillRequest<'a> {
-    /// The root to fill (the current one).
-    pub(super) root: RootId,
-    /// The faulting L2 address.
-    pub(super) gpa: L2Gpa,
-    /// The EPT12 walk for it.
-    pub(super) translation: &'a Translation,
-    /// EPT01's mapping of the translated L1 address.
-    pub(super) mapping: Ept01Mapping,
+struct DirectLink {
+    /// Index of the pointer in its table.
+    index: usize,
+    /// The EPT12 entry it stands for (the EPT12 leaf for the first one, 0
+    /// below).
+    guest: u64,
+    /// Its rights.
+    rights: EptPermissions,
+    /// The direct table it points to.
+    child: TableKey,
 }
 
-/// Why a fill stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum FillError {
-    /// No frame for a table, even after evicting.
-    OutOfFrames,
-    /// The composition cannot be expressed as an EPT02 leaf (no usable
-    /// rights, or an address that does not fit): leave it to L0.
-    Unmappable,
+/// The shadow leaf a fill writes.
+#[derive(Clone, Copy, Debug)]
+struct LeafPlan {
+    /// Index in its table.
+    index: usize,
+    /// The EPT12 entry it was built from (0 under a direct table).
+    guest: u64,
+    /// The complete EPT02 entry, already encoded and validated.
+    entry: u64,
+    /// EPT01's rights (kept to widen the leaf later without EPT01).
+    ept01: EptPermissions,
+    /// The L1 region it maps.
+    target: TargetKey,
+    /// Its size.
+    size: PageSize,
+}
+
+/// A validated fill: everything computed from the walk and EPT01, nothing
+/// applied yet. Applying it ([`Mmu::fill`]) can only run out of frames.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FillPlan<'a> {
+    /// The root's top-level table (where the walk starts).
+    root_table: TableId,
+    /// Owner of the root's tables (0 when shared).
+    owner: u32,
+    /// The root's role.
+    role: Role,
+    /// The EPT12 walk.
+    translation: &'a Translation,
+    /// Direct tables between the EPT12 leaf's table and the shadow leaf
+    /// (at most two: 1G -> 2M -> 4K).
+    direct: [Option<DirectLink>; 2],
+    /// The leaf.
+    leaf: LeafPlan,
 }
 
 /// The level number of a page size's leaves, as an [`EptLevel`].
@@ -61,46 +129,147 @@ fn leaf_entry(
     host: HostPa,
     rights: EptPermissions,
     mapping: &Ept01Mapping,
-) -> Result<u64, FillError> {
+) -> Result<u64, Unmappable> {
     EptEntry::leaf(leaf_level(size), host.raw(), rights, mapping.memory_type)
         .map(|entry| entry.with_ignore_pat(true).raw())
-        .map_err(|_| FillError::Unmappable)
+        .map_err(|_| Unmappable)
 }
 
 impl<F: FrameAllocator> Mmu<F> {
-    /// Fills the shadow path of `request`'s walk in its root; returns the
-    /// size of the leaf written.
-    pub(super) fn fill<M: L1Memory + ?Sized>(
-        &mut self,
-        memory: &M,
-        request: &FillRequest<'_>,
-    ) -> Result<PageSize, FillError> {
-        let root = *self.roots.get(request.root).ok_or(FillError::Unmappable)?;
+    /// Plans the fill of `translation` (the EPT12 walk of `gpa`) composed
+    /// with EPT01's `mapping` in root `root`: computes and validates the
+    /// leaf and every link before anything changes.
+    pub(super) fn plan_fill<'a>(
+        &self,
+        root: RootId,
+        gpa: L2Gpa,
+        translation: &'a Translation,
+        mapping: Ept01Mapping,
+    ) -> Result<FillPlan<'a>, Unmappable> {
+        let root = self.roots.get(root).ok_or(Unmappable)?;
         let role = root.key.role;
         let ad = role.accessed_dirty;
         let mbec = role.mode_based_execute;
-        let translation = request.translation;
         let steps = translation.steps();
-        let Some((leaf_step, path)) = steps.split_last() else {
-            return Err(FillError::Unmappable);
-        };
-        let mut table = root.table;
-        let owner = self.tables.get(table).key.owner;
+        let leaf_step = steps.last().ok_or(Unmappable)?;
+        let root_key = self.tables.get(root.table).key;
         // The walk starts at the EPTP12 root, which this root mirrors.
-        if steps.first().map(|step| step.table) != Some(self.tables.get(table).key.gfn) {
-            return Err(FillError::Unmappable);
+        if steps.first().map(|step| step.table) != Some(root_key.gfn) {
+            return Err(Unmappable);
         }
-        // Non-leaf levels: the walker set their accessed flags.
+        // The leaf as L1 memory now holds it after the walk's A/D update.
         let accessed = if ad { EptEntry::ACCESSED } else { 0 };
-        for (position, step) in path.iter().enumerate() {
-            let Some(next) = steps.get(position + 1) else {
+        let dirty = if ad && translation.dirty {
+            EptEntry::DIRTY
+        } else {
+            0
+        };
+        let guest = leaf_step.entry | accessed | dirty;
+        let ept01_rights = mapping.permissions.effective(mbec);
+        let leaf_rights = guest_rights(guest, leaf_step.level, role);
+        let size = translation.page_size.min(mapping.size);
+        let region = translation.l1_gpa.align_down(size);
+        let target = TargetKey::containing(region.gfn(), size);
+        let mut plan = FillPlan {
+            root_table: root.table,
+            owner: root_key.owner,
+            role,
+            translation,
+            direct: [None; 2],
+            leaf: LeafPlan {
+                index: entry_index(leaf_step.entry_address),
+                guest,
+                entry: 0,
+                ept01: ept01_rights,
+                target,
+                size,
+            },
+        };
+        if size == translation.page_size {
+            let rights = sanitize(leaf_rights.intersection(ept01_rights), role);
+            if rights.is_empty() {
+                return Err(Unmappable);
+            }
+            plan.leaf.entry = leaf_entry(size, host_page(&mapping, region), rights, &mapping)?;
+            return Ok(plan);
+        }
+
+        // EPT01 maps the EPT12 page with smaller pages: split it through
+        // direct tables. The EPT12 leaf's rights go on the pointer (hardware
+        // ANDs them with the direct leaves' EPT01 rights, SDM 29.3.3.2).
+        let pointer_rights = sanitize(leaf_rights, role);
+        let rights = sanitize(ept01_rights, role);
+        if pointer_rights.is_empty()
+            || rights.is_empty()
+            || sanitize(pointer_rights.intersection(rights), role).is_empty()
+        {
+            return Err(Unmappable);
+        }
+        let direct = role.as_direct();
+        let full = sanitize(EptPermissions::all().effective(mbec), role);
+        let mut level = leaf_step.level;
+        let (mut link_guest, mut link_rights) = (guest, pointer_rights);
+        let mut links = 0;
+        // At most two levels of direct tables (1G -> 2M -> 4K).
+        for covered in [PageSize::Size1G, PageSize::Size2M, PageSize::Size4K] {
+            if covered.level() != level {
+                continue;
+            }
+            if covered == size {
+                break;
+            }
+            let link = DirectLink {
+                index: leaf_level(covered).index_of(gpa.raw()),
+                guest: link_guest,
+                rights: link_rights,
+                child: TableKey {
+                    gfn: translation.l1_gpa.align_down(covered).gfn(),
+                    level: level - 1,
+                    role: direct,
+                    owner: root_key.owner,
+                },
+            };
+            *plan.direct.get_mut(links).ok_or(Unmappable)? = Some(link);
+            links += 1;
+            level -= 1;
+            (link_guest, link_rights) = (0, full);
+        }
+        if level != size.level() {
+            return Err(Unmappable);
+        }
+        plan.leaf.entry = leaf_entry(size, host_page(&mapping, region), rights, &mapping)?;
+        plan.leaf.index = leaf_level(size).index_of(gpa.raw());
+        plan.leaf.guest = 0;
+        Ok(plan)
+    }
+
+    /// Applies `plan` to its root: links (or repairs) the shadow path and
+    /// writes the leaf; returns the size of the leaf written.
+    ///
+    /// Entries it zaps or replaces on the way mark the roots reaching them
+    /// for a flush, whether or not it completes.
+    pub(super) fn fill<M: L1Memory + ?Sized>(
+        &mut self,
+        memory: &M,
+        plan: &FillPlan<'_>,
+    ) -> Result<PageSize, OutOfFrames> {
+        let role = plan.role;
+        // Non-leaf levels: the walker set their accessed flags.
+        let accessed = if role.accessed_dirty {
+            EptEntry::ACCESSED
+        } else {
+            0
+        };
+        let mut table = plan.root_table;
+        for pair in plan.translation.steps().windows(2) {
+            let [step, next] = pair else {
                 break;
             };
             let child = TableKey {
                 gfn: next.table,
                 level: step.level.saturating_sub(1),
                 role,
-                owner,
+                owner: plan.owner,
             };
             let guest = step.entry | accessed;
             let rights = sanitize(guest_rights(guest, step.level, role), role);
@@ -113,70 +282,26 @@ impl<F: FrameAllocator> Mmu<F> {
                 child,
             )?;
         }
-
-        // The leaf: as L1 memory now holds it after the walk's A/D update.
-        let dirty = if ad && translation.dirty {
-            EptEntry::DIRTY
-        } else {
-            0
-        };
-        let guest = leaf_step.entry | accessed | dirty;
-        let index = entry_index(leaf_step.entry_address);
-        let mapping = request.mapping;
-        let ept01_rights = mapping.permissions.effective(mbec);
-        let leaf_rights = guest_rights(guest, leaf_step.level, role);
-        let size = translation.page_size.min(mapping.size);
-        let region = translation.l1_gpa.align_down(size);
-        let target = TargetKey::containing(region.gfn(), size);
-        if size == translation.page_size {
-            let rights = sanitize(leaf_rights.intersection(ept01_rights), role);
-            if rights.is_empty() {
-                return Err(FillError::Unmappable);
-            }
-            let entry = leaf_entry(size, host_page(&mapping, region), rights, &mapping)?;
-            self.write_leaf(table, index, guest, entry, ept01_rights, target);
-            return Ok(size);
+        for link in plan.direct.iter().flatten() {
+            table = self.ensure_child(
+                memory,
+                table,
+                link.index,
+                link.guest,
+                link.rights,
+                link.child,
+            )?;
         }
-
-        // EPT01 maps the EPT12 page with smaller pages: split it through
-        // direct tables. The EPT12 leaf's rights go on the pointer (hardware
-        // ANDs them with the direct leaves' EPT01 rights).
-        let pointer_rights = sanitize(leaf_rights, role);
-        let sizes = [PageSize::Size1G, PageSize::Size2M, PageSize::Size4K];
-        let direct = role.as_direct();
-        let full = sanitize(EptPermissions::all().effective(mbec), role);
-        let mut level = leaf_step.level;
-        let mut rights = pointer_rights;
-        let mut guest = guest;
-        // At most two levels of direct tables (1G -> 2M -> 4K).
-        for covered in sizes {
-            if covered.level() != level {
-                continue;
-            }
-            if covered == size {
-                break;
-            }
-            let child_region = translation.l1_gpa.align_down(covered);
-            let child = TableKey {
-                gfn: child_region.gfn(),
-                level: level - 1,
-                role: direct,
-                owner,
-            };
-            let index = leaf_level(covered).index_of(request.gpa.raw());
-            table = self.ensure_child(memory, table, index, guest, rights, child)?;
-            level -= 1;
-            rights = full;
-            guest = 0;
-        }
-        let rights = sanitize(ept01_rights, role);
-        if rights.is_empty() || level != size.level() {
-            return Err(FillError::Unmappable);
-        }
-        let entry = leaf_entry(size, host_page(&mapping, region), rights, &mapping)?;
-        let index = leaf_level(size).index_of(request.gpa.raw());
-        self.write_leaf(table, index, 0, entry, ept01_rights, target);
-        Ok(size)
+        let leaf = plan.leaf;
+        self.write_leaf(
+            table,
+            leaf.index,
+            leaf.guest,
+            leaf.entry,
+            leaf.ept01,
+            leaf.target,
+        );
+        Ok(leaf.size)
     }
 
     /// Makes entry `index` of `table` point to the table with key `child`,
@@ -191,7 +316,7 @@ impl<F: FrameAllocator> Mmu<F> {
         guest: u64,
         rights: EptPermissions,
         child: TableKey,
-    ) -> Result<TableId, FillError> {
+    ) -> Result<TableId, OutOfFrames> {
         let shadow = self.tables.get(table);
         let (key, slot) = (shadow.key, shadow.slot(index));
         if let Some(existing) = slot.child()
@@ -231,14 +356,14 @@ impl<F: FrameAllocator> Mmu<F> {
         memory: &M,
         key: TableKey,
         required: u64,
-    ) -> Result<TableId, FillError> {
+    ) -> Result<TableId, OutOfFrames> {
         if let Some(&existing) = self.tables.by_key.get(&key) {
             if !key.role.direct && self.tables.get(existing).synced_at < required {
                 self.resync_stale_tree(memory, existing, required);
             }
             return Ok(existing);
         }
-        let frame = self.allocate_frame().map_err(|_| FillError::OutOfFrames)?;
+        let frame = self.allocate_frame().map_err(|_| OutOfFrames)?;
         let synced_at = if key.role.direct { u64::MAX } else { required };
         let table = self.tables.insert(key, frame, synced_at);
         tracing::trace!(

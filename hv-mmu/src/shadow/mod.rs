@@ -10,11 +10,18 @@
 //!   the same role shares it (policy permitting). A non-leaf shadow entry
 //!   carries the rights of its EPT12 entry (hardware ANDs them along the
 //!   walk, SDM 29.3.3.2), so a shared table depends on its own EPT12 table
-//!   only. A leaf carries EPT12-leaf ∩ EPT01 rights and EPT01's memory type
-//!   with ignore-PAT set (L0 knows the host's memory types); its size is the
-//!   smaller of the EPT12 and EPT01 pages. A large EPT12 page over smaller
-//!   EPT01 pages is split through *direct* tables keyed by the L1 region
-//!   they cover; the EPT12 leaf's rights go on the entry pointing to them.
+//!   only. A leaf carries EPT12-leaf ∩ EPT01 rights and, always, EPT01's
+//!   memory type ([`Ept01Mapping::memory_type`]) with ignore-PAT set (L0
+//!   knows the host's memory types; EPT12's memory type and L2's PAT are
+//!   not used); its size is the smaller of the EPT12 and EPT01 pages. A
+//!   large EPT12 page over smaller EPT01 pages is split through *direct*
+//!   tables keyed by the L1 region they cover; the EPT12 leaf's rights go
+//!   on the entry pointing to them.
+//! - **EPT01 dirty bits**: L2 writes through EPT02 do not set EPT01's dirty
+//!   flags (EPT02 has no A/D and is not EPT01). An L0 that tracks dirty L1
+//!   pages must write-protect them through EPT01 and call
+//!   [`Mmu::ept01_changed`] (the next L2 write then exits as
+//!   [`FaultOutcome::Emulate`]), or use its own means.
 //! - **A/D**: with EPTP12 A/D enabled, a leaf whose EPT12 entry is not dirty
 //!   is filled without write permission, so the first write faults, the
 //!   walker sets the dirty flag in EPT12 and the fill adds write.
@@ -23,10 +30,13 @@
 //!   them with L1 memory: unchanged entries stay, entries that only gained
 //!   rights are widened in place, everything else is zapped.
 //! - **Flush tracking**: removing or reducing a translation marks every
-//!   root that can reach the changed entry; [`Mmu::switch_to`] and
-//!   [`Mmu::handle_ept_violation`] report (and clear) the mark. Adding
-//!   translations never needs a flush, because an EPT violation already
-//!   invalidates the faulting address's cached translations (SDM 29.4.3.1).
+//!   root that can reach the changed entry; [`Mmu::switch_to`], called
+//!   before every entry to L2, reports and clears the mark
+//!   ([`FaultOutcome::Filled`] reports it early without clearing it). A
+//!   fault that ends in `Reflect` or `Emulate` changes no table: the fill is
+//!   planned and validated before anything is touched. Adding translations
+//!   never needs a flush, because an EPT violation already invalidates the
+//!   faulting address's cached translations (SDM 29.4.3.1).
 //! - **Resync epochs**: each INVEPT advances an epoch. A root records the
 //!   epoch of its last INVEPT, a table the epoch it was last checked
 //!   against; a table is linked under another only if it is at least as
@@ -59,6 +69,9 @@ use crate::addr::{HostPa, L1Gfn, L1Gpa, L2Gpa, PageSize};
 use crate::env::{Ept01, FrameAllocator, L1Memory};
 use crate::walk::{self, Access, WalkConfig, WalkConfigError, WalkFault};
 
+#[cfg(doc)]
+use crate::env::Ept01Mapping;
+
 pub use policy::{DEFAULT_FRAME_BUDGET, MmuConfig, ParsePolicyError, Policy};
 
 use rmap::Targets;
@@ -80,19 +93,29 @@ pub struct RootSwitch {
 /// What [`Mmu::handle_ept_violation`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FaultOutcome {
-    /// EPT02 now maps the address: resume L2.
+    /// EPT02 now maps the address: resume L2 (through [`Mmu::switch_to`],
+    /// like every entry).
     Filled {
         /// Size of the shadow leaf written.
         size: PageSize,
-        /// Issue INVEPT single-context on the current EPTP02 before resuming
-        /// (a stale translation was replaced on the way).
+        /// The current root has a flush pending (for instance a stale
+        /// translation was replaced on the way): the `switch_to` before
+        /// resuming reports it as [`RootSwitch::flush_before_entry`], which
+        /// is what clears it. This field is the same fact reported early;
+        /// a caller that follows the `switch_to` protocol need not act on
+        /// it (acting on both only costs a redundant INVEPT).
         flush_before_resume: bool,
     },
-    /// L1 must see this EPT violation or misconfiguration.
+    /// L1 must see this EPT violation or misconfiguration. EPT02 was not
+    /// changed (the walk may have set EPT12 accessed/dirty flags, as
+    /// hardware would).
     Reflect(WalkFault),
     /// EPT12 maps the address to L1 memory that EPT01 does not map, or maps
-    /// without the right the access needs: L0's business (emulate MMIO,
-    /// handle its own write protection, ...).
+    /// without the right the access needs, or the composition cannot be
+    /// expressed as an EPT02 leaf: L0's business (emulate MMIO, handle its
+    /// own write protection, ...). EPT02 was not changed; flushes pending
+    /// from earlier operations are still reported by the next
+    /// [`Mmu::switch_to`].
     Emulate {
         /// The L1 address the access targets.
         l1_gpa: L1Gpa,
@@ -133,8 +156,9 @@ pub struct MmuStats {
     pub tables_live: usize,
     /// Shadow-table frames held now.
     pub frames_in_use: usize,
-    /// INVEPTs requested from the caller (`flush_before_entry` or
-    /// `flush_before_resume` true).
+    /// INVEPTs requested from the caller: switches that returned
+    /// `flush_before_entry` true (`flush_before_resume` reports a flush the
+    /// next switch requests and is not counted again).
     pub flushes: u64,
     /// Shadow tables compared against L1 memory (INVEPT, L1 writes, stale
     /// tables relinked).
@@ -147,9 +171,35 @@ pub struct MmuStats {
     /// Roots evicted (capacity or budget) plus unreachable tables evicted
     /// for the budget.
     pub evictions: u64,
+    /// Freed root frames remembered now (hardware may hold translations
+    /// tagged with them); at most [`Mmu::remembered_root_frames_limit`].
+    pub remembered_root_frames: usize,
 }
 
+/// Most freed root frames an [`Mmu`] remembers, whatever its frame budget
+/// (see [`Mmu::remembered_root_frames_limit`]): 64 Ki entries, about 1 MiB
+/// of metadata at worst.
+pub const MAX_REMEMBERED_ROOT_FRAMES: usize = 1 << 16;
+
 /// The EPT02 engine for one vCPU. See the [module documentation](self).
+///
+/// # Entering L2: the flush protocol
+///
+/// Call [`Mmu::switch_to`] before **every** VM entry to L2: the first entry
+/// after L1 runs, and every resume after an exit L0 handled itself (an EPT
+/// violation whatever its [`FaultOutcome`], MMIO emulation, an interrupt,
+/// ...). For a cached root it is a lookup. It reports in
+/// [`RootSwitch::flush_before_entry`] every flush still pending for that
+/// root, however it arose (a fill that replaced or relinked entries, an
+/// INVEPT resync, [`Mmu::ept01_changed`], a frame that was a root before,
+/// a fill that failed with [`MmuError::OutOfFrames`] after changing
+/// tables), and only reporting it there clears it. So a caller that follows
+/// this protocol and issues INVEPT single-context on the returned EPTP02
+/// whenever `flush_before_entry` is set never enters L2 with a stale
+/// translation, and never lets L2 use a shadow-table frame that a stale
+/// paging-structure cache entry still points to.
+/// [`FaultOutcome::Filled::flush_before_resume`] reports the same pending
+/// flush early and does not clear it.
 pub struct Mmu<F: FrameAllocator> {
     config: MmuConfig,
     frames: F,
@@ -162,8 +212,12 @@ pub struct Mmu<F: FrameAllocator> {
     /// Traversal stamp source.
     stamp: u64,
     /// Frames that were an EPTP02 root and have been freed: hardware may
-    /// still hold translations tagged with them.
+    /// still hold translations tagged with them. At most
+    /// [`Mmu::remembered_root_frames_limit`] entries.
     former_root_frames: HashSet<HostPa>,
+    /// The set above overflowed and was forgotten: any frame may have been
+    /// a root, so every new root is flushed before its first entry.
+    former_root_frames_forgotten: bool,
     stats: MmuStats,
 }
 
@@ -200,6 +254,7 @@ impl<F: FrameAllocator> Mmu<F> {
             epoch: 0,
             stamp: 0,
             former_root_frames: HashSet::new(),
+            former_root_frames_forgotten: false,
             stats: MmuStats::default(),
         }
     }
@@ -234,6 +289,7 @@ impl<F: FrameAllocator> Mmu<F> {
             roots_live: self.roots.len(),
             tables_live: self.tables.live,
             frames_in_use: self.tables.live,
+            remembered_root_frames: self.former_root_frames.len(),
             ..self.stats
         }
     }
@@ -245,12 +301,15 @@ impl<F: FrameAllocator> Mmu<F> {
         Some(eptp02(frame, root.key.role.levels))
     }
 
-    /// Makes the root for `eptp12` current: on every nested VM entry.
+    /// Makes the root for `eptp12` current: before **every** VM entry to
+    /// L2, including each resume after an exit L0 handled itself (see the
+    /// [flush protocol](Mmu#entering-l2-the-flush-protocol)).
     ///
     /// A cached root is reused as is (no rebuild, no flush unless something
     /// it may have cached was removed since its last flush). Otherwise a new
     /// root is created, evicting the least recently used root beyond the
-    /// capacity.
+    /// capacity. `flush_before_entry` reports, and clears, every flush
+    /// pending for the root.
     ///
     /// # Errors
     ///
@@ -343,8 +402,8 @@ impl<F: FrameAllocator> Mmu<F> {
         let table = self.tables.insert(table_key, frame, self.epoch);
         // Hardware may hold translations tagged with this frame from when
         // it was another root's (SDM 29.4.1: cached mappings are tagged by
-        // EPTRTA).
-        let reused = self.former_root_frames.remove(&frame);
+        // EPTRTA). Once the remembered set was forgotten, any frame may.
+        let reused = self.former_root_frames.remove(&frame) || self.former_root_frames_forgotten;
         let id = self.roots.insert(Root {
             key,
             eptp12,
@@ -384,47 +443,34 @@ impl<F: FrameAllocator> Mmu<F> {
                 return Ok(FaultOutcome::Reflect(fault));
             }
         };
+        // Everything is computed and validated before any table changes:
+        // an Emulate outcome leaves EPT02 exactly as it was.
         let mbec = root.config.mode_based_execute;
-        let mapping = ept01
+        let plan = ept01
             .translate(translation.l1_gpa)
-            .filter(|mapping| access.allowed_by(mapping.permissions.effective(mbec), mbec));
-        let Some(mapping) = mapping else {
+            .filter(|mapping| access.allowed_by(mapping.permissions.effective(mbec), mbec))
+            .and_then(|mapping| self.plan_fill(id, gpa, &translation, mapping).ok());
+        let Some(plan) = plan else {
             self.stats.emulated += 1;
             return Ok(FaultOutcome::Emulate {
                 l1_gpa: translation.l1_gpa,
             });
         };
-        let request = fill::FillRequest {
-            root: id,
-            gpa,
-            translation: &translation,
-            mapping,
-        };
-        let size = match self.fill(&*memory, &request) {
-            Ok(size) => size,
-            Err(fill::FillError::OutOfFrames) => {
-                // Last resort: drop the current root's own tables and retry
-                // once; the path needs at most `levels` frames.
-                self.empty_root(id);
-                self.free_orphans();
-                self.fill(&*memory, &request)
-                    .map_err(|_| MmuError::OutOfFrames)?
-            }
-            Err(fill::FillError::Unmappable) => {
-                self.stats.emulated += 1;
-                return Ok(FaultOutcome::Emulate {
-                    l1_gpa: translation.l1_gpa,
-                });
-            }
+        let size = if let Ok(size) = self.fill(&*memory, &plan) {
+            size
+        } else {
+            // Out of frames. Last resort: drop the current root's own
+            // tables and retry once; the path needs at most `levels`
+            // frames. If that fails too, the root keeps its flush mark for
+            // the next `switch_to`.
+            self.empty_root(id);
+            self.free_orphans();
+            self.fill(&*memory, &plan)
+                .map_err(|fill::OutOfFrames| MmuError::OutOfFrames)?
         };
         self.stats.fills += 1;
-        let flush = self
-            .roots
-            .get_mut(id)
-            .is_some_and(|root| core::mem::take(&mut root.needs_flush));
-        if flush {
-            self.stats.flushes += 1;
-        }
+        // Reported, not cleared: only `switch_to` clears the mark.
+        let flush = self.roots.get(id).is_some_and(|root| root.needs_flush);
         tracing::trace!(gpa = gpa.raw(), ?size, flush, "EPT02 filled");
         Ok(FaultOutcome::Filled {
             size,
@@ -479,16 +525,50 @@ impl<F: FrameAllocator> Mmu<F> {
         }
     }
 
-    /// L0 changed EPT01 for L1 page `gfn`: zap every leaf mapping it (Xen:
-    /// flush every nested table).
-    pub fn ept01_changed(&mut self, gfn: L1Gfn) {
+    /// L0 changed EPT01's translation of the `size`-aligned L1 page that
+    /// contains `gfn` (remapped, protected, unmapped, new memory type): zaps
+    /// every shadow leaf that maps any part of it, whatever the leaf's size
+    /// (Xen: flushes every nested table). The roots that lose a leaf are
+    /// flushed at their next [`Mmu::switch_to`].
+    ///
+    /// Report each change with the size of the EPT01 page it affects: a
+    /// 2-MByte EPT01 page moved or protected as a whole is one call with
+    /// [`PageSize::Size2M`] (any `gfn` inside it); a single 4-KByte page
+    /// changed inside a region EPT01 used to map with a large page is
+    /// [`PageSize::Size4K`] (the large shadow leaves containing it are
+    /// zapped too).
+    ///
+    /// Work is bounded: three lookups for the leaves at least as large as
+    /// the page, plus, for the smaller leaves inside it, the smaller of one
+    /// lookup per 4-KByte and 2-MByte sub-page and one pass over the
+    /// reverse map.
+    pub fn ept01_changed(&mut self, gfn: L1Gfn, size: PageSize) {
         if self.config.policy == Policy::Xen {
             for id in self.roots.ids() {
                 self.drop_root(id);
             }
         } else {
-            self.zap_target(gfn);
+            self.zap_ept01_page(gfn, size);
         }
+    }
+
+    /// How many freed root frames this engine remembers at most:
+    /// `min(frame_budget, MAX_REMEMBERED_ROOT_FRAMES)`.
+    ///
+    /// A freed root frame is remembered because hardware may still hold
+    /// translations tagged with it (SDM 29.4.1): a root later built on it is
+    /// flushed before its first entry. An allocator that reuses frames
+    /// last-freed-first and serves only this engine never hands out more
+    /// distinct frames than the budget, so the set never overflows there.
+    /// With an allocator that never reuses frames, or a shared one, it
+    /// would grow without bound; instead, when it would exceed this limit,
+    /// it is forgotten and from then on **every** new root is flushed
+    /// before its first entry (one INVEPT single-context per root miss,
+    /// what the KVM policy does anyway). That is always correct, since only
+    /// a new root can be built on a forgotten frame, and it needs no
+    /// memory.
+    pub fn remembered_root_frames_limit(&self) -> usize {
+        self.config.frame_budget.min(MAX_REMEMBERED_ROOT_FRAMES)
     }
 
     /// L1 executed INVVPID: only the Xen policy reacts (it flushes every

@@ -18,14 +18,17 @@ pub enum Policy {
     /// orphaned tables kept until the frame budget needs them, INVEPT
     /// resyncs precisely and flushes only roots that lost a translation.
     Hv,
-    /// KVM nVMX: the current root plus 3 previous ones (keyed by EPTP and
-    /// role); an uncached root is rebuilt from scratch and flushed; INVEPT
+    /// KVM nVMX: the current root plus 3 previous ones, keyed by (EPTP12
+    /// bits 51:12, role); a root not cached is rebuilt and flushed: the
+    /// rebuild reuses the shadow tables it reaches that other live roots
+    /// share (KVM finds shadow pages by GFN and role), and builds the rest
+    /// (unreachable tables are freed at once, never kept); INVEPT
     /// single-context frees the matching roots, global frees all.
     Kvm,
-    /// Xen: 10 nested p2m tables picked by EPTP base, LRU; a slot reused
-    /// for another EPTP is emptied and flushed; any INVEPT drops the
-    /// matching table (global: all); INVVPID and EPT01 changes flush every
-    /// nested table; nothing is shared between tables.
+    /// Xen: 10 nested p2m tables keyed by (EPTP12 bits 51:12, role), LRU; a
+    /// slot reused for another EPTP12 is emptied and flushed; any INVEPT
+    /// drops the matching table (global: all); INVVPID and EPT01 changes
+    /// flush every nested table; nothing is shared between tables.
     Xen,
     /// The 2018 KVM behaviour of the seed thread: every nested entry
     /// unloads the MMU (every shadow table) and flushes.

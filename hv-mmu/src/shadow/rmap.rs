@@ -3,8 +3,10 @@
 //! leaves.
 //!
 //! A leaf is filed under the L1 region it maps: its first L1 GFN and its
-//! size. A 4-KByte L1 page inside a 2-MByte or 1-GByte leaf is found by
-//! looking up the aligned region at each size (three lookups). The
+//! size. The leaves covering an L1 page are found by looking up the aligned
+//! region at each size at least as large (at most three lookups); the
+//! leaves inside a large page by looking up its sub-pages or, when there
+//! are fewer targets than sub-pages, by one pass over the map. The
 //! "EPT12 table page -> shadow tables" direction lives in the table arena
 //! ([`super::table::Tables::by_gfn`]).
 
@@ -35,13 +37,10 @@ impl TargetKey {
         }
     }
 
-    /// The keys of every leaf size that could contain `gfn`.
-    pub(crate) const fn all_containing(gfn: L1Gfn) -> [Self; 3] {
-        [
-            Self::containing(gfn, PageSize::Size4K),
-            Self::containing(gfn, PageSize::Size2M),
-            Self::containing(gfn, PageSize::Size1G),
-        ]
+    /// Whether this region lies inside `page` and is smaller than it.
+    pub(crate) fn is_strictly_inside(self, page: Self) -> bool {
+        let pages = page.size.bytes() >> 12;
+        self.size < page.size && self.gfn.raw().wrapping_sub(page.gfn.raw()) < pages
     }
 }
 
@@ -131,6 +130,20 @@ impl Targets {
     pub(crate) fn len(&self, key: TargetKey) -> usize {
         self.map.get(&key).map_or(0, Leaves::len)
     }
+
+    /// Number of distinct targets with leaves.
+    pub(crate) fn key_count(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The targets with leaves that lie inside `page` and are smaller than
+    /// it (one pass over the map).
+    pub(crate) fn keys_inside(&self, page: TargetKey) -> impl Iterator<Item = TargetKey> + '_ {
+        self.map
+            .keys()
+            .copied()
+            .filter(move |key| key.is_strictly_inside(page))
+    }
 }
 
 #[cfg(test)]
@@ -140,11 +153,26 @@ mod tests {
     #[test]
     fn containing_aligns_to_the_size() {
         let gfn = L1Gfn::new(0x4_0203);
-        let [small, middle, large] = TargetKey::all_containing(gfn);
+        let [small, middle, large] = [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G]
+            .map(|size| TargetKey::containing(gfn, size));
         assert_eq!(small.gfn, gfn);
         assert_eq!(middle.gfn, L1Gfn::new(0x4_0200));
         assert_eq!(large.gfn, L1Gfn::new(0x4_0000));
         assert_eq!(large.size, PageSize::Size1G);
+    }
+
+    #[test]
+    fn strictly_inside_means_smaller_and_within_the_page() {
+        let page = TargetKey::containing(L1Gfn::new(0x4_0000), PageSize::Size1G);
+        let first = TargetKey::containing(L1Gfn::new(0x4_0000), PageSize::Size4K);
+        let last = TargetKey::containing(L1Gfn::new(0x7_FFFF), PageSize::Size4K);
+        let middle = TargetKey::containing(L1Gfn::new(0x5_0200), PageSize::Size2M);
+        let after = TargetKey::containing(L1Gfn::new(0x8_0000), PageSize::Size4K);
+        let before = TargetKey::containing(L1Gfn::new(0x3_FFFF), PageSize::Size4K);
+        assert!(first.is_strictly_inside(page) && last.is_strictly_inside(page));
+        assert!(middle.is_strictly_inside(page));
+        assert!(!after.is_strictly_inside(page) && !before.is_strictly_inside(page));
+        assert!(!page.is_strictly_inside(page), "same size is not inside");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use hv_arch_vmx::ept::{EptEntry, EptLevel, EptPermissions, EptWalkContext};
 
-use crate::addr::{L1Gfn, L1Gpa};
+use crate::addr::{L1Gfn, L1Gpa, PageSize};
 use crate::env::{FrameAllocator, L1Memory};
 
 use super::Mmu;
@@ -284,19 +284,69 @@ impl<F: FrameAllocator> Mmu<F> {
         self.resync_below(memory, start, required, stamp);
     }
 
-    /// Zaps every leaf that maps L1 page `gfn`, whatever its size, and marks
-    /// the roots that reach them.
-    pub(super) fn zap_target(&mut self, gfn: L1Gfn) {
+    /// Zaps every leaf that maps any part of the `size`-aligned L1 page
+    /// containing `gfn` (EPT01 changed it) and marks the roots that reach
+    /// them.
+    ///
+    /// Leaves at least as large as the page can only be the one of each
+    /// size that contains it (three keys). Smaller leaves inside it are
+    /// found by looking up each 4-KByte and 2-MByte sub-page, or, when the
+    /// reverse map has fewer keys than that, by one pass over it: work is
+    /// bounded by the smaller of the page's sub-page count and the number
+    /// of leaves.
+    pub(super) fn zap_ept01_page(&mut self, gfn: L1Gfn, size: PageSize) {
         let stamp = self.next_stamp();
-        for key in TargetKey::all_containing(gfn) {
-            // Each zap removes one leaf from the list; bounded by its length.
-            for _ in 0..self.targets.len(key) {
-                let Some((table, index)) = self.targets.any(key) else {
-                    break;
-                };
-                self.zap_slot(table, usize::from(index));
-                self.mark_roots_reaching(table, stamp);
+        let page = TargetKey::containing(gfn, size);
+        for leaf_size in [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G] {
+            if leaf_size >= size {
+                self.zap_leaves_of(TargetKey::containing(page.gfn, leaf_size), stamp);
             }
+        }
+        if size == PageSize::Size4K {
+            return;
+        }
+        // Sub-page keys: every 4K page, plus every 2M page of a 1G page.
+        let pages = size.bytes() >> 12;
+        let middles = if size == PageSize::Size1G {
+            pages / 512
+        } else {
+            0
+        };
+        let inside: Vec<TargetKey> = if pages + middles <= self.targets.key_count() as u64 {
+            let small = (0..pages).map(|offset| {
+                TargetKey::containing(
+                    L1Gfn::new(page.gfn.raw().wrapping_add(offset)),
+                    PageSize::Size4K,
+                )
+            });
+            let middle = (0..middles).map(|offset| {
+                TargetKey::containing(
+                    L1Gfn::new(page.gfn.raw().wrapping_add(offset * 512)),
+                    PageSize::Size2M,
+                )
+            });
+            small
+                .chain(middle)
+                .filter(|key| self.targets.len(*key) > 0)
+                .collect()
+        } else {
+            self.targets.keys_inside(page).collect()
+        };
+        for key in inside {
+            self.zap_leaves_of(key, stamp);
+        }
+    }
+
+    /// Zaps every leaf filed under `key` and marks (with `stamp`) the roots
+    /// that reach them.
+    fn zap_leaves_of(&mut self, key: TargetKey, stamp: u64) {
+        // Each zap removes one leaf from the list; bounded by its length.
+        for _ in 0..self.targets.len(key) {
+            let Some((table, index)) = self.targets.any(key) else {
+                break;
+            };
+            self.zap_slot(table, usize::from(index));
+            self.mark_roots_reaching(table, stamp);
         }
     }
 }

@@ -2703,7 +2703,7 @@ mod tests {
         )
         .unwrap();
         world.ept01.unmap(L1Gfn::new(3));
-        mmu.ept01_changed(L1Gfn::new(3));
+        mmu.ept01_changed(L1Gfn::new(3), PageSize::Size4K);
         assert_eq!(
             check_invariants(&mmu, &world.memory, &world.ept01).err(),
             None

@@ -38,7 +38,9 @@ fn ept12_corpus_keeps_every_invariant() {
     let mut full_checks = 0;
     for path in &files {
         // A running fuzzer may replace corpus files while this test reads them.
-        let Ok(data) = std::fs::read(path) else { continue };
+        let Ok(data) = std::fs::read(path) else {
+            continue;
+        };
         // Exactly what fuzz_targets/ept12.rs does.
         let Ok(scenario) = Scenario::arbitrary_take_rest(Unstructured::new(&data)) else {
             continue;

@@ -21,6 +21,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod platform;
 pub mod reflect;
 pub mod state;
 pub mod vmx;

@@ -101,7 +101,7 @@ pub struct L0Requirements {
 /// for the protocol.
 ///
 /// Every method that can fail returns [`Platform::Error`]: a failure of
-/// the engine itself (an ioctl that failed, a hardware VMfail L0 did not
+/// the engine itself (an ioctl that failed, a hardware `VMfail` L0 did not
 /// expect), never a consequence of guest input, which always arrives as an
 /// [`Exit`].
 pub trait Platform {
@@ -195,7 +195,7 @@ pub trait Platform {
     /// # Errors
     ///
     /// An engine failure, including "the entry failed" on hardware (the
-    /// VMfail of VMLAUNCH/VMRESUME: hv-core never asks for an entry that
+    /// `VMfail` of VMLAUNCH/VMRESUME: hv-core never asks for an entry that
     /// fails the entry checks, so that is an engine bug).
     fn run(&mut self, level: Level) -> Result<Exit, Self::Error>;
 }

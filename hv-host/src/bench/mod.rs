@@ -2,3 +2,4 @@
 //! with, in the same run, and print ratios or per-policy tables.
 
 pub mod mmu;
+pub mod sandbox;

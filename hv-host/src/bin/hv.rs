@@ -29,10 +29,26 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Boot the hv-standalone image on Bochs (real VMX instructions) and
+    /// report what it found.
+    Standalone(hv_host::standalone::cli::StandaloneArgs),
+    /// Run hv-core on the software model: K L2 guests switched round-robin
+    /// under a flush policy; counts flushes, fills and stale translations.
+    Simulate(hv_host::simulate::SimulateArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Sandbox create/call/host-call/restore latencies against raw KVM
+    /// measured in the same run (needs the demo guest).
+    Sandbox {
+        /// The demo guest ELF.
+        guest: std::path::PathBuf,
+        /// Print one JSON object (create_us, call_us, host_call_us,
+        /// restore_us, restore_large_us).
+        #[arg(long)]
+        json: bool,
+    },
     /// One L1 round-robins K L2 guests; every EPT02 policy replays the same
     /// trace (hv, kvm, xen, flush-always).
     Mmu {
@@ -113,6 +129,9 @@ fn main() -> ExitCode {
         Command::Explain { what } => run_explain(what),
         Command::Demo => demo(),
         Command::Bench {
+            what: BenchCommand::Sandbox { guest, json },
+        } => bench_sandbox(&guest, json),
+        Command::Bench {
             what:
                 BenchCommand::Mmu {
                     switches,
@@ -120,6 +139,8 @@ fn main() -> ExitCode {
                     json,
                 },
         } => bench_mmu(switches, guests, json),
+        Command::Standalone(args) => hv_host::standalone::cli::main(&args),
+        Command::Simulate(args) => hv_host::simulate::main(&args),
     }
 }
 
@@ -264,4 +285,48 @@ fn demo() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `hv bench sandbox`.
+fn bench_sandbox(guest: &std::path::Path, json: bool) -> ExitCode {
+    let bytes = match std::fs::read(guest) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            eprintln!("hv: reading {}: {error}", guest.display());
+            return ExitCode::from(2);
+        }
+    };
+    let config = hv_host::bench::sandbox::SandboxBenchConfig::default();
+    match hv_host::bench::sandbox::run(&bytes, &config) {
+        Ok(results) if json => {
+            println!("{}", serde_json::json!(results));
+            ExitCode::SUCCESS
+        }
+        Ok(results) => {
+            println!(
+                "{:<18} {:>10} {:>10} {:>7}",
+                "measure", "hv us", "floor us", "ratio"
+            );
+            for (name, m) in [
+                ("create", results.create_us),
+                ("call", results.call_us),
+                ("host call", results.host_call_us),
+                ("restore 4 MiB", results.restore_us),
+                ("restore 256 MiB", results.restore_large_us),
+            ] {
+                let floor = m
+                    .floor
+                    .map_or_else(|| "-".to_owned(), |f| format!("{f:.1}"));
+                let ratio = m
+                    .ratio
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+                println!("{name:<18} {:>10.1} {floor:>10} {ratio:>7}", m.hv);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("hv: bench sandbox: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

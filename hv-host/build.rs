@@ -1,0 +1,132 @@
+//! Builds the freestanding images (`images/`, a separate cargo workspace
+//! with `panic = "abort"` and its own link recipe) with a nested
+//! `cargo build --release --locked`, and tells the crate where they are:
+//! `HV_IMAGES_DIR` (see `src/images.rs`).
+//!
+//! The nested cargo must not inherit what the outer cargo set up for this
+//! crate: a target directory, flags, wrappers (clippy sets
+//! `RUSTC_WORKSPACE_WRAPPER`), the jobserver, profile settings. Every
+//! `CARGO_*` variable except the user's cargo home, network and terminal
+//! settings is removed, along with the plain ones listed in
+//! `REMOVED_VARIABLES`.
+
+use std::env;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Variables without a `CARGO_` prefix that change what a nested cargo or
+/// rustc does.
+const REMOVED_VARIABLES: &[&str] = &[
+    "RUSTFLAGS",
+    "RUSTDOCFLAGS",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "PROFILE",
+    "OPT_LEVEL",
+    "DEBUG",
+    "TARGET",
+    "HOST",
+    "NUM_JOBS",
+    "OUT_DIR",
+    "RUSTC_LINKER",
+    "CLIPPY_ARGS",
+    "CLIPPY_CONF_DIR",
+    "__CARGO_FIX_PLZ",
+];
+
+/// `CARGO_*` variables the nested cargo keeps: where cargo lives, how it
+/// reaches the network, how it prints.
+const KEPT_CARGO_PREFIXES: &[&str] = &[
+    "CARGO_HOME",
+    "CARGO_NET_",
+    "CARGO_HTTP_",
+    "CARGO_REGISTRIES_",
+    "CARGO_REGISTRY_",
+    "CARGO_TERM_",
+];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let repository = manifest_dir
+        .parent()
+        .expect("hv-host lies in the repository root");
+    let images = repository.join("images");
+    let target_dir = images.join("target");
+
+    watch_sources(&images, &repository.join("hv-guest-abi"));
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&images)
+        .arg("build")
+        .arg("--release")
+        .arg("--locked")
+        .arg("--manifest-path")
+        .arg(images.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (name, _) in env::vars_os() {
+        if should_remove(&name) {
+            command.env_remove(&name);
+        }
+    }
+    let output = command.output().unwrap_or_else(|error| {
+        panic!("could not run cargo to build {}: {error}", images.display())
+    });
+    if !output.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        panic!(
+            "building the freestanding images in {} failed ({}); the nested cargo's output is above",
+            images.display(),
+            output.status
+        );
+    }
+    println!(
+        "cargo:rustc-env=HV_IMAGES_DIR={}",
+        target_dir.join("release").display()
+    );
+}
+
+fn should_remove(name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    if REMOVED_VARIABLES.contains(&name) {
+        return true;
+    }
+    name.starts_with("CARGO_")
+        && !KEPT_CARGO_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
+/// Asks cargo to rerun this script when a source of the images changes:
+/// every entry of `images/` except `target/` (cargo scans directories
+/// recursively), and the ABI crate they share with the host.
+fn watch_sources(images: &Path, abi: &Path) {
+    let entries =
+        fs::read_dir(images).unwrap_or_else(|error| panic!("{}: {error}", images.display()));
+    for entry in entries {
+        let path = entry
+            .unwrap_or_else(|error| panic!("{}: {error}", images.display()))
+            .path();
+        let skipped = path
+            .file_name()
+            .is_some_and(|name| name == "target" || name.to_string_lossy().starts_with('.'));
+        if !skipped {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    println!("cargo:rerun-if-changed={}", abi.join("src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        abi.join("Cargo.toml").display()
+    );
+    println!("cargo:rerun-if-changed=build.rs");
+}

@@ -1,0 +1,194 @@
+//! hv-standalone: hv as a freestanding x86-64 image.
+//!
+//! Boots under a PC BIOS from its own boot sector (or from GRUB through its
+//! multiboot2 header), reaches long mode with identity paging, installs a
+//! GDT/TSS/IDT with IST stacks, enables SSE, builds a frame allocator over
+//! the firmware memory map and a heap, and then, as L0, probes VMX through
+//! hv-arch-vmx: capability MSRs, VMXON, a VMCS round trip, VMXOFF. It ends
+//! by printing `@@hv status ...` and asking Bochs to shut down (port
+//! 0x8900); on a real machine it halts.
+//!
+//! See `boot.rs` for the boot path and `linker.ld` for the memory layout;
+//! `hv standalone` (hv-host) builds the disk image and runs Bochs.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+// hv-freestanding provides memcpy & co. and the unwinding stubs; linking it
+// is enough.
+use hv_freestanding as _;
+
+mod boot;
+mod console;
+mod exceptions;
+mod heap;
+mod memory;
+mod vmx;
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write as _;
+
+use hv_freestanding::cpu::{read_cr0, read_cr4};
+use hv_freestanding::port::outb;
+
+use crate::memory::{BootProtocol, FrameAllocator, MemoryMap};
+
+unsafe extern "C" {
+    /// End of the kernel image including `.bss` (linker script).
+    static __kernel_end: u8;
+}
+
+/// Rust entry, called by `entry64` (boot.rs) on the boot stack with the
+/// loader's magic and information pointer.
+#[unsafe(no_mangle)]
+extern "sysv64" fn hv_standalone_main(magic: u32, info: u64) -> ! {
+    console::init();
+    println!("hv-standalone: long mode, identity paging, Rust entered");
+    // SAFETY: first thing after entry, interrupts are disabled.
+    unsafe { exceptions::init() };
+    println!("hv-standalone: GDT/TSS/IDT loaded (exceptions IST1, NMI IST2, #DF IST3, #MC IST4)");
+    if boot::boot_flags() & boot::BOOT_FLAG_SELF_TEST_EXCEPTION != 0 {
+        println!("hv-standalone: self-test: raising #UD");
+        // SAFETY: deliberately faults; the #UD handler reports and ends the run.
+        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    }
+    check_sse();
+
+    // SAFETY: `magic` and `info` are what the loader passed to entry32.
+    let map = match unsafe { MemoryMap::from_boot(magic, info) } {
+        Ok(map) => map,
+        Err(error) => fail(format_args!("memory map: {error:?}")),
+    };
+    print_memory_map(&map);
+
+    let kernel_end = (&raw const __kernel_end) as u64;
+    let mut frames = FrameAllocator::new(&map, kernel_end);
+    let Some(heap_start) = frames.reserve_contiguous(heap::HEAP_BYTES / memory::FRAME_SIZE) else {
+        fail(format_args!(
+            "no {} KiB of contiguous RAM for the heap",
+            heap::HEAP_BYTES / 1024
+        ))
+    };
+    // SAFETY: the block was just reserved for good; nothing allocated yet.
+    unsafe { heap::init(heap_start, heap::HEAP_BYTES) };
+    println!(
+        "hv-standalone: frames: {} managed above {kernel_end:#x}, heap {} KiB at {heap_start:#x}",
+        frames.total_frames(),
+        heap::HEAP_BYTES / 1024
+    );
+    check_heap();
+
+    match vmx::probe(&mut frames) {
+        Ok(report) => {
+            report.print_summary();
+            let mut json = String::new();
+            // Writing to a String cannot fail.
+            let _ = report.write_json(&mut json);
+            println!("@@hv vmx {json}");
+        }
+        Err(error) => fail(format_args!("vmx probe: {error}")),
+    }
+    println!(
+        "@@hv frames total={} in_use={}",
+        frames.total_frames(),
+        frames.frames_in_use()
+    );
+    println!("@@hv status ok");
+    shutdown()
+}
+
+/// SSE was enabled by entry32; check the bits and use it once.
+fn check_sse() {
+    let (cr0, cr4) = (read_cr0(), read_cr4());
+    let ok = cr0 & (1 << 1) != 0 && cr0 & (1 << 2) == 0 && cr4 & (3 << 9) == 3 << 9;
+    if !ok {
+        fail(format_args!("SSE not enabled: CR0 {cr0:#x} CR4 {cr4:#x}"));
+    }
+    // A floating-point computation the compiler cannot fold: SSE2 code.
+    let x = core::hint::black_box(1.5f64);
+    let y = x * x + 0.25;
+    if y.to_bits() != 2.5f64.to_bits() {
+        fail(format_args!("SSE arithmetic gave {y}"));
+    }
+    println!("hv-standalone: SSE on (CR0 {cr0:#x}, CR4 {cr4:#x})");
+}
+
+fn print_memory_map(map: &MemoryMap) {
+    let source = match map.protocol {
+        BootProtocol::Bios => "BIOS E820",
+        BootProtocol::Multiboot2 => "multiboot2",
+    };
+    println!(
+        "hv-standalone: memory map ({source}), {} KiB usable:",
+        map.usable_bytes() / 1024
+    );
+    for region in map.regions() {
+        println!(
+            "hv-standalone:   {:#012x}..{:#012x} {}",
+            region.base,
+            region.base.saturating_add(region.length),
+            region.kind.name()
+        );
+    }
+}
+
+/// Uses the heap through `alloc` once, and checks that freeing works.
+fn check_heap() {
+    let (free_before, total) = heap::usage();
+    {
+        let squares: Vec<u64> = (0..1000u64).map(|n| n * n).collect();
+        let mut names = BTreeMap::new();
+        for (index, square) in squares.iter().enumerate().step_by(100) {
+            let mut name = String::new();
+            let _ = write!(name, "square-{index}");
+            names.insert(name, *square);
+        }
+        let sum: u64 = names.values().sum();
+        if sum != (0..1000u64).step_by(100).map(|n| n * n).sum::<u64>() {
+            fail(format_args!("heap check: wrong sum {sum}"));
+        }
+    }
+    let (free_after, _) = heap::usage();
+    if free_after != free_before {
+        fail(format_args!(
+            "heap check: {free_before} bytes free before, {free_after} after"
+        ));
+    }
+    println!("hv-standalone: heap ok ({free_after} of {total} bytes free)");
+}
+
+/// Prints a failure status and ends the run.
+fn fail(message: core::fmt::Arguments<'_>) -> ! {
+    println!("hv-standalone: FAILED: {message}");
+    println!("@@hv status fail {message}");
+    shutdown()
+}
+
+/// Ends the run: Bochs's shutdown port (0x8900, "Shutdown"), then halt
+/// (real machines).
+pub(crate) fn shutdown() -> ! {
+    for byte in *b"Shutdown" {
+        // SAFETY: port 0x8900 is Bochs's shutdown port; elsewhere it is unused.
+        unsafe { outb(0x8900, byte) };
+    }
+    hv_freestanding::cpu::halt_forever()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("hv-standalone: PANIC: {info}");
+    if let Some(location) = info.location() {
+        println!(
+            "@@hv status panic {}:{}: {}",
+            location.file(),
+            location.line(),
+            info.message()
+        );
+    } else {
+        println!("@@hv status panic {}", info.message());
+    }
+    shutdown()
+}

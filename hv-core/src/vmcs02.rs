@@ -30,7 +30,7 @@ use hv_arch_vmx::controls::{
     PrimaryProcControls, SecondaryProcControls,
 };
 use hv_arch_vmx::ept::Eptp;
-use hv_arch_vmx::registers::Efer;
+use hv_arch_vmx::registers::{Cr0, Efer};
 use hv_arch_vmx::vmcs::{FieldKind, VmcsField, VmcsImage};
 
 use crate::platform::L0Requirements;
@@ -446,7 +446,12 @@ fn set_execution_fields(vmcs02: &mut VmcsImage, vmcs12: &VmcsImage, l0: &L0Requi
 /// The guest-state area: VMCS12's, with EFER, PAT and the debug controls
 /// resolved, and no VMCS link.
 fn set_guest_state(vmcs02: &mut VmcsImage, vmcs12: &VmcsImage, l1: &L1Inherited, merged: Merged) {
-    for &field in VmcsField::ALL {
+    // Only the guest-state fields of features VMCS02 uses: a VMWRITE of a
+    // field the real processor lacks (FRED, CET, PKRS, LBR_CTL, ...)
+    // fails (SDM 31.3 VMWRITE, "unsupported VMCS component"), and none of
+    // those features is advertised to L1, so their VMCS12 values mean
+    // nothing (KVM prepare_vmcs02_rare copies an explicit list too).
+    for &field in GUEST_STATE_FIELDS {
         if field.kind() == FieldKind::Guest {
             vmcs02.set(field, vmcs12.get(field));
         }
@@ -454,16 +459,18 @@ fn set_guest_state(vmcs02: &mut VmcsImage, vmcs12: &VmcsImage, l1: &L1Inherited,
     vmcs02.set(VmcsField::VmcsLinkPointer, NO_LINK_POINTER);
 
     // EFER (SDM 27.3.2.1): VMCS12's if it loads EFER, otherwise L1's with
-    // LMA and LME equal to "IA-32e mode guest" (KVM nested_vmx_calc_efer).
+    // LMA from "IA-32e mode guest", and LME too when L2's CR0.PG = 1
+    // (otherwise L1's LME stays; KVM nested_vmx_calc_efer).
     let efer = if merged.entry12.contains(EntryControls::LOAD_IA32_EFER) {
         vmcs12.get(VmcsField::GuestEfer)
     } else {
-        let long = Efer::LMA | Efer::LME;
+        let ia32e = merged.entry12.contains(EntryControls::IA32E_MODE_GUEST);
+        let paging = vmcs12.get(VmcsField::GuestCr0) & Cr0::PG.bits() != 0;
         let mut efer = Efer::from_bits_retain(l1.efer);
-        efer.set(
-            long,
-            merged.entry12.contains(EntryControls::IA32E_MODE_GUEST),
-        );
+        efer.set(Efer::LMA, ia32e);
+        if paging {
+            efer.set(Efer::LME, ia32e);
+        }
         efer.bits()
     };
     vmcs02.set(VmcsField::GuestEfer, efer);

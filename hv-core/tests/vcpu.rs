@@ -6,8 +6,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use hv_arch_vmx::capabilities::VmxCapabilities;
-use hv_arch_vmx::checks::EntryContext;
 use hv_arch_vmx::checks::baseline::long_mode_guest;
+use hv_arch_vmx::checks::{EntryCheckFailure, EntryContext, check_vm_entry};
 use hv_arch_vmx::controls::{
     ControlWord, EntryControls, ExceptionBitmap, ExceptionVector, ExitControls, PinBasedControls,
     PrimaryProcControls, SecondaryProcControls,
@@ -17,8 +17,10 @@ use hv_arch_vmx::exit::{
     AddressSize, ExitReason, Gpr, MemoryOperand, SegmentRegister, VmxInstructionInfo,
 };
 use hv_arch_vmx::instruction_error::VmInstructionError;
+use hv_arch_vmx::interruption::{InterruptionInfo, InterruptionType};
 use hv_arch_vmx::invalidation::{InveptType, InvvpidType};
 use hv_arch_vmx::msr::FeatureControl;
+use hv_arch_vmx::registers::Cr4;
 use hv_arch_vmx::vmcs::{FieldKind, VmcsField, VmcsImage};
 use hv_core::platform::{L0Requirements, L1Parts, Level, Platform};
 use hv_core::reflect::{L0Reason, L1SystemRegisters, MsrAccess, MsrFault};
@@ -114,10 +116,46 @@ impl MsrAccess for Msrs {
     }
 }
 
-/// The script ran out: the test asked for more steps than it queued.
+/// What the scripted platform refuses, as hardware would.
 #[derive(Debug, thiserror::Error)]
-#[error("no scripted exit left for {0:?}")]
-struct ScriptEmpty(Level);
+enum ScriptError {
+    /// The script ran out: the test asked for more steps than it queued.
+    #[error("no scripted exit left for {0:?}")]
+    Empty(Level),
+    /// VMWRITE of a field this processor does not have (SDM 31.3 VMWRITE:
+    /// VMfailValid(12)), which L0 never expects.
+    #[error("VMWRITE of unsupported VMCS02 field {0:?}")]
+    UnsupportedField(VmcsField),
+    /// VMLAUNCH/VMRESUME of a VMCS02 that fails the entry checks.
+    #[error("VMCS02 fails the entry checks: {0}")]
+    EntryCheck(EntryCheckFailure),
+}
+
+/// Guest-state fields of features the scripted processor (Skylake-X) does
+/// not have: a VMWRITE to them fails.
+const UNSUPPORTED_FIELDS: &[VmcsField] = &[
+    VmcsField::GuestInterruptStatus,
+    VmcsField::GuestPmlIndex,
+    VmcsField::GuestUinv,
+    VmcsField::GuestPerfGlobalCtrl,
+    VmcsField::GuestBndcfgs,
+    VmcsField::GuestRtitCtl,
+    VmcsField::GuestLbrCtl,
+    VmcsField::GuestPkrs,
+    VmcsField::GuestFredConfig,
+    VmcsField::GuestFredRsp1,
+    VmcsField::GuestFredRsp2,
+    VmcsField::GuestFredRsp3,
+    VmcsField::GuestFredStklvls,
+    VmcsField::GuestFredSsp1,
+    VmcsField::GuestFredSsp2,
+    VmcsField::GuestFredSsp3,
+    VmcsField::GuestSpecCtrl,
+    VmcsField::GuestDeadline,
+    VmcsField::GuestSCet,
+    VmcsField::GuestSsp,
+    VmcsField::GuestInterruptSspTableAddress,
+];
 
 /// An INVVPID the platform executed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,10 +183,23 @@ struct Scripted {
     invvpids: Vec<Invvpid>,
     /// Levels run, in order.
     runs: Vec<Level>,
+    /// What L2 changes in VMCS02's guest state during its next run.
+    l2_changes: Vec<(VmcsField, u64)>,
+}
+
+impl Scripted {
+    /// VMCS02 as an image.
+    fn vmcs02_image(&self) -> VmcsImage {
+        let mut image = VmcsImage::new();
+        for (&field, &value) in &self.vmcs02 {
+            image.set(field, value);
+        }
+        image
+    }
 }
 
 impl Platform for Scripted {
-    type Error = ScriptEmpty;
+    type Error = ScriptError;
     type Memory = Memory;
     type Ept01 = TestEpt01;
     type Msrs = Msrs;
@@ -178,23 +229,26 @@ impl Platform for Scripted {
     fn set_l1_system_registers(
         &mut self,
         registers: &L1SystemRegisters,
-    ) -> Result<(), ScriptEmpty> {
+    ) -> Result<(), ScriptError> {
         self.system_registers.push(*registers);
         Ok(())
     }
 
-    fn inject_into_l1(&mut self, fault: Fault) -> Result<(), ScriptEmpty> {
+    fn inject_into_l1(&mut self, fault: Fault) -> Result<(), ScriptError> {
         self.injected.push(fault);
         Ok(())
     }
 
-    fn write_vmcs02(&mut self, field: VmcsField, value: u64) -> Result<(), ScriptEmpty> {
+    fn write_vmcs02(&mut self, field: VmcsField, value: u64) -> Result<(), ScriptError> {
+        if UNSUPPORTED_FIELDS.contains(&field) {
+            return Err(ScriptError::UnsupportedField(field));
+        }
         self.vmcs02.insert(field, value);
         self.vmcs02_writes += 1;
         Ok(())
     }
 
-    fn read_vmcs02(&mut self, field: VmcsField) -> Result<u64, ScriptEmpty> {
+    fn read_vmcs02(&mut self, field: VmcsField) -> Result<u64, ScriptError> {
         Ok(self.vmcs02.get(&field).copied().unwrap_or(0))
     }
 
@@ -202,7 +256,7 @@ impl Platform for Scripted {
         &mut self.l2_gprs
     }
 
-    fn invept(&mut self, kind: InveptType, eptp02: Eptp) -> Result<(), ScriptEmpty> {
+    fn invept(&mut self, kind: InveptType, eptp02: Eptp) -> Result<(), ScriptError> {
         self.invepts.push((kind, eptp02));
         Ok(())
     }
@@ -212,7 +266,7 @@ impl Platform for Scripted {
         kind: InvvpidType,
         vpid02: u16,
         linear_address: u64,
-    ) -> Result<(), ScriptEmpty> {
+    ) -> Result<(), ScriptError> {
         self.invvpids.push(Invvpid {
             kind,
             vpid02,
@@ -221,13 +275,36 @@ impl Platform for Scripted {
         Ok(())
     }
 
-    fn run(&mut self, level: Level) -> Result<Exit, ScriptEmpty> {
+    fn run(&mut self, level: Level) -> Result<Exit, ScriptError> {
+        if level == Level::L2 {
+            check_vm_entry(&self.vmcs02_image(), &self.caps, &self.l0.entry_context)
+                .map_err(ScriptError::EntryCheck)?;
+            for (field, value) in core::mem::take(&mut self.l2_changes) {
+                self.vmcs02.insert(field, value);
+            }
+            // SDM 28.2: every VM exit writes EFER.LMA into "IA-32e mode
+            // guest" and clears the valid bit of the VM-entry
+            // interruption information.
+            let lma = self.vmcs02.get(&VmcsField::GuestEfer).copied().unwrap_or(0) & (1 << 10);
+            let entry = self.vmcs02.entry(VmcsField::VmEntryControls).or_insert(0);
+            *entry = (*entry & !u64::from(EntryControls::IA32E_MODE_GUEST.bits()))
+                | if lma != 0 {
+                    u64::from(EntryControls::IA32E_MODE_GUEST.bits())
+                } else {
+                    0
+                };
+            let info = self
+                .vmcs02
+                .entry(VmcsField::VmEntryInterruptionInfo)
+                .or_insert(0);
+            *info &= !(1 << 31);
+        }
         self.runs.push(level);
         match level {
             Level::L1 => self.l1_exits.pop_front(),
             Level::L2 => self.l2_exits.pop_front(),
         }
-        .ok_or(ScriptEmpty(level))
+        .ok_or(ScriptError::Empty(level))
     }
 }
 
@@ -344,6 +421,11 @@ fn vmcs_region(index: u64) -> u64 {
 
 impl Harness {
     fn new(policy: Policy) -> Self {
+        Self::with_frames(policy, 512)
+    }
+
+    /// A harness whose EPT02 frame pool holds `frames` frames.
+    fn with_frames(policy: Policy, frames: usize) -> Self {
         let mut memory = Memory(TestMemory::new(MEMORY_SIZE));
         put_u32(&mut memory, VMXON_REGION, HV_VMCS_REVISION_ID);
         for index in 0..16 {
@@ -378,6 +460,7 @@ impl Harness {
             invepts: Vec::new(),
             invvpids: Vec::new(),
             runs: Vec::new(),
+            l2_changes: Vec::new(),
         };
         let config = VcpuConfig {
             nested: NestedVmxConfig::new(
@@ -389,7 +472,7 @@ impl Harness {
         };
         let vcpu = Vcpu::new(
             platform,
-            FramePool::with_base(512, HostPa::new(0x40_0000_0000)),
+            FramePool::with_base(frames, HostPa::new(0x40_0000_0000)),
             config,
         );
         Self { vcpu, eptp12 }
@@ -464,6 +547,19 @@ impl Harness {
             succeed(ExitReason::Vmclear)
         );
         self.vmptrld(index);
+        self.write_baseline(vpid12);
+    }
+
+    /// VMWRITEs of every non-zero field of `image` into the current VMCS.
+    fn write_image(&mut self, image: &VmcsImage) {
+        for (field, value) in image.non_zero() {
+            self.vmwrite(field, value);
+        }
+    }
+
+    /// VMWRITEs of the long-mode baseline with our EPT12 and `vpid12` into
+    /// the current VMCS.
+    fn write_baseline(&mut self, vpid12: Option<u16>) {
         let mut image = long_mode_guest(self.vcpu.nested().capabilities().capabilities());
         image.set(VmcsField::EptPointer, self.eptp12.raw());
         let mut secondary =
@@ -1093,4 +1189,276 @@ fn ept01_change_is_flushed_before_l2_resumes() {
     let invepts = h.vcpu.platform().invepts.len();
     h.cpuid_in_l2();
     assert_eq!(h.vcpu.platform().invepts.len(), invepts + 1);
+}
+
+#[test]
+fn ia32e_entry_control_is_rewritten_after_the_exit_changed_it() {
+    let mut h = launched(Policy::Hv);
+    // L2 leaves long mode (paging off, EFER.LME/LMA clear); the exit
+    // writes LMA = 0 into VMCS02's "IA-32e mode guest" (SDM 28.2).
+    let efer = h.vmcs02(VmcsField::GuestEfer) & !0x500;
+    let cr0 = h.vmcs02(VmcsField::GuestCr0) & !(1 << 31);
+    h.p().l2_changes = vec![(VmcsField::GuestEfer, efer), (VmcsField::GuestCr0, cr0)];
+    h.cpuid_in_l2();
+    let ia32e = u64::from(EntryControls::IA32E_MODE_GUEST.bits());
+    assert_eq!(h.vmcs02(VmcsField::VmEntryControls) & ia32e, 0);
+    // L1 puts L2 back in long mode and resumes it.
+    h.write_baseline(Some(1));
+    assert_eq!(
+        h.vmresume(),
+        Step::Handled(Handled::NestedEntry { launch: false })
+    );
+    assert_ne!(h.vmcs02(VmcsField::VmEntryControls) & ia32e, 0);
+    // The platform checks VMCS02 before running L2.
+    h.cpuid_in_l2();
+}
+
+#[test]
+fn vmcs12_fields_of_features_hv_does_not_use_never_reach_vmcs02() {
+    let mut h = Harness::new(Policy::Hv);
+    h.vmxon();
+    h.setup_vmcs(0, Some(1));
+    // L1 may VMWRITE any field; the scripted processor has none of these.
+    for &field in UNSUPPORTED_FIELDS {
+        h.vmwrite(field, 1);
+    }
+    assert_eq!(
+        h.vmlaunch(),
+        Step::Handled(Handled::NestedEntry { launch: true })
+    );
+    h.cpuid_in_l2();
+}
+
+#[test]
+fn event_interrupted_by_a_filled_ept_violation_is_injected_again() {
+    // L2's INT 0x80 (software interrupt, 2 bytes) hit an EPT02 miss.
+    let mut h = launched(Policy::Hv);
+    let mut fault = ept_violation(L2_PAGE, 0x1);
+    fault.idt_vectoring_info = InterruptionInfo::new(0x80, InterruptionType::SoftwareInterrupt);
+    fault.instruction_length = 2;
+    assert_eq!(h.l2(fault), Step::Handled(Handled::Ept02Filled));
+    assert_eq!(
+        h.vmcs02(VmcsField::VmEntryInterruptionInfo),
+        u64::from(InterruptionInfo::VALID | (4 << 8) | 0x80)
+    );
+    assert_eq!(h.vmcs02(VmcsField::VmEntryInstructionLength), 2);
+    // The platform checks the injection when L2 runs.
+    h.cpuid_in_l2();
+
+    // A #PF with error code whose delivery faulted on EPT02.
+    let mut h = launched(Policy::Hv);
+    let mut fault = ept_violation(L2_PAGE, 0x2);
+    fault.idt_vectoring_info =
+        InterruptionInfo::hardware_exception(ExceptionVector::PageFault).with_error_code();
+    fault.idt_vectoring_error_code = 0x6;
+    assert_eq!(h.l2(fault), Step::Handled(Handled::Ept02Filled));
+    assert_eq!(
+        h.vmcs02(VmcsField::VmEntryInterruptionInfo),
+        u64::from(InterruptionInfo::VALID | InterruptionInfo::ERROR_CODE | (3 << 8) | 0x0e)
+    );
+    assert_eq!(h.vmcs02(VmcsField::VmEntryExceptionErrorCode), 6);
+    h.cpuid_in_l2();
+}
+
+#[test]
+fn nmi_unblocking_by_iret_is_undone_after_a_fill() {
+    let mut h = launched(Policy::Hv);
+    assert_eq!(h.vmcs02(VmcsField::GuestInterruptibilityState) & 0x8, 0);
+    assert_eq!(
+        h.l2(ept_violation(L2_PAGE, 0x1 | (1 << 12))),
+        Step::Handled(Handled::Ept02Filled)
+    );
+    assert_eq!(h.vmcs02(VmcsField::GuestInterruptibilityState) & 0x8, 0x8);
+    assert_eq!(h.vmcs02(VmcsField::VmEntryInterruptionInfo), 0);
+}
+
+#[test]
+fn machine_check_in_l2_goes_to_l0_even_when_l1_intercepts_it() {
+    let mut h = Harness::new(Policy::Hv);
+    h.vmxon();
+    h.setup_vmcs(0, Some(1));
+    h.vmwrite(VmcsField::ExceptionBitmap, 1 << 18);
+    assert_eq!(
+        h.vmlaunch(),
+        Step::Handled(Handled::NestedEntry { launch: true })
+    );
+    let mut mc = Exit::new(ExitReason::ExceptionOrNmi);
+    mc.interruption_info = InterruptionInfo::hardware_exception(ExceptionVector::MachineCheck);
+    assert_eq!(
+        h.l2(mc),
+        Step::L2Exit {
+            exit: mc,
+            reason: L0Reason::L0Feature
+        }
+    );
+    assert_eq!(h.vcpu.level(), Level::L2);
+    assert_eq!(h.vcpu.counters().reflected, 0);
+}
+
+#[test]
+fn read_modify_write_violation_reaches_l1_with_both_access_bits() {
+    let mut h = launched(Policy::Hv);
+    assert_eq!(
+        h.l2(ept_violation(L2_UNMAPPED, 0x3 | 0x180)),
+        Step::Handled(Handled::Reflected(ExitReason::EptViolation))
+    );
+    assert_eq!(h.vmcs12(VmcsField::ExitQualification), 0x3 | 0x180);
+}
+
+#[test]
+fn flush_always_switches_after_a_failed_fill() {
+    // Two frames: the root and one table; a fill needs three tables.
+    let mut h = Harness::with_frames(Policy::FlushAlways, 2);
+    h.vmxon();
+    h.setup_vmcs(0, Some(1));
+    assert_eq!(
+        h.vmlaunch(),
+        Step::Handled(Handled::NestedEntry { launch: true })
+    );
+    let invepts = h.vcpu.counters().invept.single;
+    h.p().l2_exits.push_back(ept_violation(L2_PAGE, 0x1));
+    let failed = h.vcpu.step();
+    assert!(failed.is_err(), "{failed:?}");
+    // The resume goes through switch_to, which flushes the root.
+    h.cpuid_in_l2();
+    assert!(h.vcpu.counters().invept.single > invepts);
+}
+
+#[test]
+fn pdptes_l1_accepts_but_the_real_engine_refuses_are_rejected() {
+    const PDPT: u64 = 0x50000;
+    let mut h = Harness::new(Policy::Hv);
+    // The real engine has MAXPHYADDR 36, L1 sees 39.
+    h.p().l0.entry_context = EntryContext::new(36, VMCS02_ADDRESS);
+    // PAE paging without EPT in VMCS12: PDPTEs come from L1 memory.
+    let pdpte = 0x51000 | 1 | (1 << 37);
+    put_u64(&mut h.p().memory, PDPT, pdpte);
+    h.vmxon();
+    assert_eq!(
+        h.pointer_instruction(ExitReason::Vmclear, vmcs_region(0)),
+        succeed(ExitReason::Vmclear)
+    );
+    h.vmptrld(0);
+    let virt = *h.vcpu.nested().capabilities().capabilities();
+    let mut image = hv_arch_vmx::checks::baseline::protected_mode_guest(&virt);
+    image.set(
+        VmcsField::GuestCr4,
+        image.get(VmcsField::GuestCr4) | Cr4::PAE.bits(),
+    );
+    image.set(VmcsField::GuestCr3, PDPT);
+    let mut secondary =
+        SecondaryProcControls::from_raw(image.get(VmcsField::SecondaryProcBasedControls));
+    secondary.remove(SecondaryProcControls::ENABLE_EPT);
+    image.set(
+        VmcsField::SecondaryProcBasedControls,
+        u64::from(secondary.bits()),
+    );
+    image.set(VmcsField::EptPointer, 0);
+    h.write_image(&image);
+    let step = h.vmlaunch();
+    assert!(
+        matches!(step, Step::Handled(Handled::Vmcs02Rejected(_))),
+        "{step:?}"
+    );
+    assert_eq!(h.vcpu.level(), Level::L1);
+    // Within the real width the same L2 runs.
+    put_u64(&mut h.p().memory, PDPT, 0x51000 | 1);
+    assert_eq!(
+        h.vmlaunch(),
+        Step::Handled(Handled::NestedEntry { launch: true })
+    );
+    assert_eq!(h.vmcs02(VmcsField::GuestPdpte0), 0x51000 | 1);
+    h.cpuid_in_l2();
+}
+
+/// Guest-state and control fields, the ones L1 shapes L2 with.
+fn guest_and_control_fields() -> Vec<VmcsField> {
+    VmcsField::ALL
+        .iter()
+        .copied()
+        .filter(|field| matches!(field.kind(), FieldKind::Guest | FieldKind::Control))
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever L1 writes into VMCS12, the VMCS02 the platform holds when
+    /// L2 runs passes the real entry checks (the scripted platform checks
+    /// it in run(L2)), and nothing fails or panics.
+    #[test]
+    fn arbitrary_vmcs12_never_runs_an_invalid_vmcs02(
+        changes in proptest::collection::vec(
+            (proptest::prelude::any::<proptest::sample::Index>(),
+             proptest::prelude::any::<u64>(),
+             proptest::option::of(0u32..64)),
+            0..12),
+        launches in 1usize..3,
+    ) {
+        let fields = guest_and_control_fields();
+        let mut h = Harness::new(Policy::Hv);
+        h.vmxon();
+        h.setup_vmcs(0, Some(1));
+        for (index, raw, flip) in changes {
+            let field = *index.get(&fields);
+            // Either a flipped bit of the baseline value or raw bits.
+            let value = match flip {
+                Some(bit) => h.vmcs12(field) ^ (1 << bit),
+                None => raw,
+            };
+            let p = h.p();
+            p.cpu.gprs.set(Gpr::Rax.index(), u64::from(field.encoding()));
+            p.cpu.gprs.set(Gpr::Rcx.index(), value);
+            let info = VmxInstructionInfo::from_register_operand(Gpr::Rcx).with_reg2(Gpr::Rax);
+            h.l1(exit(ExitReason::Vmwrite, info.raw(), 0));
+        }
+        for round in 0..launches {
+            if h.vcpu.is_shut_down() {
+                // A VMX abort on an exit to L1 (SDM 28.7): L1 is gone.
+                break;
+            }
+            let reason = if round == 0 { ExitReason::Vmlaunch } else { ExitReason::Vmresume };
+            h.p().l1_exits.push_back(exit(reason, 0, 0));
+            let step = h.vcpu.step();
+            proptest::prop_assert!(step.is_ok(), "{:?}", step);
+            if h.vcpu.level() != Level::L2 {
+                continue;
+            }
+            let mut cpuid = Exit::new(ExitReason::Cpuid);
+            cpuid.instruction_length = 2;
+            h.p().l2_exits.push_back(cpuid);
+            let ran = h.vcpu.step();
+            proptest::prop_assert!(ran.is_ok(), "{:?}", ran);
+        }
+    }
+}
+
+#[test]
+fn l1_keeps_l2s_pat_when_vmcs12_does_not_load_pat_on_exit() {
+    const L2_PAT: u64 = 0x0006_0606_0606_0606;
+    for load_pat in [false, true] {
+        let mut h = Harness::new(Policy::Hv);
+        h.vmxon();
+        h.setup_vmcs(0, Some(1));
+        let mut exit12 = ExitControls::from_raw(h.vmcs12(VmcsField::PrimaryVmExitControls));
+        exit12.set(ExitControls::LOAD_IA32_PAT, load_pat);
+        h.vmwrite(VmcsField::PrimaryVmExitControls, exit12.to_raw());
+        assert_eq!(
+            h.vmlaunch(),
+            Step::Handled(Handled::NestedEntry { launch: true })
+        );
+        // L2 changes its PAT; VMCS02 saves it at the exit.
+        h.p().l2_changes = vec![(VmcsField::GuestPat, L2_PAT)];
+        h.cpuid_in_l2();
+        let expected = if load_pat {
+            h.vmcs12(VmcsField::HostPat)
+        } else {
+            L2_PAT
+        };
+        assert_eq!(
+            h.vcpu.platform().msrs.0.get(&0x277),
+            Some(&expected),
+            "{load_pat}"
+        );
+    }
 }

@@ -172,10 +172,3 @@ fn bad_input_is_status_2_with_a_message() {
     rejects(&["explain", "ept-entry", "0x7"]);
     rejects(&["explain", "vmcs"]);
 }
-
-#[test]
-fn demo_runs() {
-    let output = hv(&["demo"]);
-    assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("EPT violation"));
-}

@@ -113,12 +113,15 @@ fn kill_after_drop_is_harmless() {
     assert!(!handle.kill());
 }
 
+/// A guest image and a check of the error its first call gives.
+type Case = (Vec<u8>, fn(&SandboxError) -> bool);
+
 #[test]
 fn protocol_violations_are_typed() {
     if !require_kvm() {
         return;
     }
-    let cases: [(Vec<u8>, fn(&SandboxError) -> bool); 3] = [
+    let cases: [Case; 3] = [
         (halt_guest(), |error| {
             matches!(
                 error,

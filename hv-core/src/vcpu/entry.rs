@@ -3,7 +3,7 @@
 //! two ways an entry ends in L1 instead: VMfailValid(7) when no VMCS02 can
 //! be built, and the VM-entry-failure exit (SDM 27.8).
 
-use hv_arch_vmx::checks::GuestCheck;
+use hv_arch_vmx::checks::{GuestCheck, check_vm_entry};
 use hv_arch_vmx::controls::{
     ControlWord, EntryControls, PrimaryProcControls, SecondaryProcControls,
 };
@@ -116,13 +116,22 @@ impl<P: Platform> Vcpu<P> {
             Ok(vmcs02) => vmcs02,
             Err(error) => return self.reject(exit, launch, error),
         };
-        if wanted.eptp12.is_none()
-            && let Err(check) = self.load_pdptes(&vmcs12, &mut vmcs02)
-        {
-            if launch {
-                self.set_launch_state(LaunchState::Clear);
+        if wanted.eptp12.is_none() {
+            if let Err(check) = self.load_pdptes(&vmcs12, &mut vmcs02) {
+                if launch {
+                    self.set_launch_state(LaunchState::Clear);
+                }
+                return self.entry_failure(check);
             }
-            return self.entry_failure(check);
+            // The PDPTEs passed L1's MAXPHYADDR; VMCS02 must also pass the
+            // real engine's PDPTE checks (SDM 27.3.1.6), whose width may
+            // be smaller: check the final image before writing it.
+            let l0 = self.platform.l0_requirements();
+            if let Err(error) =
+                check_vm_entry(&vmcs02, self.platform.capabilities(), &l0.entry_context)
+            {
+                return self.reject(exit, launch, PrepareError::EntryCheck(error));
+            }
         }
 
         self.vpids.commit(vpid);

@@ -1,9 +1,11 @@
 //! L2 exits: reflection to L1, EPT violations through hv-mmu, exits left
 //! to the embedder, and resuming L2 (SDM 26-28; hv-mmu's flush protocol).
 
+use hv_arch_vmx::controls::{ControlWord, ExitControls};
 use hv_arch_vmx::exit::{ExitReason, ExitReasonWord};
-use hv_arch_vmx::interruption::InterruptionType;
+use hv_arch_vmx::interruption::{InterruptionInfo, InterruptionType};
 use hv_arch_vmx::invalidation::InveptType;
+use hv_arch_vmx::msr::IA32_PAT;
 use hv_arch_vmx::vmcs::{VmcsField, VmcsImage};
 use hv_mmu::addr::L2Gpa;
 use hv_mmu::walk::{Access, AccessKind, WalkFault};
@@ -24,6 +26,20 @@ const IA32_XSS: u32 = 0xda0;
 /// 11:9 (advanced information) are not advertised to L1 (SDM 28.2.1,
 /// Table 28-7; `IA32_VMX_EPT_VPID_CAP` bit 22).
 const HARDWARE_QUALIFICATION_BITS: u64 = 0x180 | !0xfff;
+
+/// EPT-violation qualification bits 2:0 (read, write, fetch): the
+/// hardware's, since a read-modify-write reports both 0 and 1 while EPT12's
+/// walk names a single access (SDM 28.2.1, Table 28-7).
+const ACCESS_BITS: u64 = 0b111;
+
+/// Qualification bit 12: "NMI unblocking due to IRET" (SDM 28.2.3).
+const NMI_UNBLOCKING_DUE_TO_IRET: u64 = 1 << 12;
+
+/// Guest interruptibility bit 3: blocking by NMI (SDM 25.4.2, Table 25-3).
+const BLOCKING_BY_NMI: u64 = 1 << 3;
+
+/// The machine-check exception vector (#MC).
+const MACHINE_CHECK_VECTOR: u8 = 18;
 
 /// Qualification bit 7: the guest-linear address field is valid.
 const LINEAR_ADDRESS_VALID: u64 = 1 << 7;
@@ -73,7 +89,14 @@ impl<P: Platform> Vcpu<P> {
         let nmi = reason == ExitReason::ExceptionOrNmi
             && exit.interruption_info.is_valid()
             && exit.interruption_info.interruption_type() == InterruptionType::Nmi;
-        if reason == ExitReason::ExternalInterrupt || nmi {
+        // A machine check in L2 is the host's, even when L1 intercepts #MC
+        // (SDM 17 / Vol. 3B 16.10: MCA belongs to the owner of the
+        // hardware; KVM nested_vmx_l0_wants_exit keeps #MC in L0).
+        let machine_check = reason == ExitReason::ExceptionOrNmi
+            && exit.interruption_info.is_valid()
+            && exit.interruption_info.interruption_type() == InterruptionType::HardwareException
+            && exit.interruption_info.vector() == MACHINE_CHECK_VECTOR;
+        if reason == ExitReason::ExternalInterrupt || nmi || machine_check {
             return Ok(self.l0_exit(exit, L0Reason::L0Feature));
         }
         let context = self.l2_context(exit)?;
@@ -156,6 +179,15 @@ impl<P: Platform> Vcpu<P> {
             Ok(registers) => registers,
             Err(error) => return self.delivery_failed(error),
         };
+        // SDM 28.5.1: without "load IA32_PAT" the exit leaves PAT alone, so
+        // L1 continues with L2's PAT (VMCS02 loaded and saved it).
+        let exit12 = ExitControls::from_raw(current.image().get(VmcsField::PrimaryVmExitControls));
+        if !exit12.contains(ExitControls::LOAD_IA32_PAT) {
+            parts
+                .msrs
+                .write_msr(IA32_PAT, guest.get(VmcsField::GuestPat))
+                .map_err(VcpuError::L1Msr)?;
+        }
         self.platform
             .set_l1_system_registers(&registers)
             .map_err(VcpuError::Platform)?;
@@ -191,21 +223,28 @@ impl<P: Platform> Vcpu<P> {
             == LINEAR_ADDRESS_VALID | USER_MODE_LINEAR;
         let access = Access { kind, user_mode };
         let parts = self.platform.l1();
-        let outcome = self
-            .mmu
-            .handle_ept_violation(
-                parts.memory,
-                parts.ept01,
-                L2Gpa::new(exit.guest_physical_address),
-                access,
-            )
-            .map_err(VcpuError::Mmu)?;
+        let outcome = match self.mmu.handle_ept_violation(
+            parts.memory,
+            parts.ept01,
+            L2Gpa::new(exit.guest_physical_address),
+            access,
+        ) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // hv-mmu may have emptied the root (and marked it for a
+                // flush) before failing: the next resume must go through
+                // switch_to, whatever the policy.
+                self.resume.full_switch = true;
+                return Err(VcpuError::Mmu(error));
+            }
+        };
         match outcome {
             FaultOutcome::Filled {
                 flush_before_resume,
                 ..
             } => {
                 self.resume.fill_flush |= flush_before_resume;
+                self.requeue_interrupted_event(exit)?;
                 self.counters.ept02_fills += 1;
                 self.counters.handled_in_l0 += 1;
                 Ok(Step::Handled(Handled::Ept02Filled))
@@ -227,6 +266,46 @@ impl<P: Platform> Vcpu<P> {
     }
 }
 
+impl<P: Platform> Vcpu<P> {
+    /// After an EPT violation L0 resolved: the event whose delivery caused
+    /// it (IDT-vectoring information valid) is injected again through
+    /// VMCS02's VM-entry interruption fields (SDM 27.2.4, 28.2.4: the VMM
+    /// re-injects it; KVM `vmx_complete_interrupts`); otherwise, when the
+    /// exit unblocked NMIs by an IRET that did not complete, blocking by
+    /// NMI is set again (SDM 28.2.3).
+    fn requeue_interrupted_event(&mut self, exit: &Exit) -> Result<(), VcpuError<P::Error>> {
+        let vectoring = exit.idt_vectoring_info;
+        if vectoring.is_valid() {
+            // Valid bit, error-code bit, type and vector; bit 12 and the
+            // reserved bits are 0 in an injected event (SDM 27.2.1.3).
+            let info =
+                vectoring.raw() & (InterruptionInfo::VALID | InterruptionInfo::ERROR_CODE | 0x7ff);
+            self.write_vmcs02(VmcsField::VmEntryInterruptionInfo, u64::from(info))?;
+            if vectoring.has_error_code() {
+                self.write_vmcs02(
+                    VmcsField::VmEntryExceptionErrorCode,
+                    u64::from(exit.idt_vectoring_error_code),
+                )?;
+            }
+            // Software interrupts and exceptions: the exit's instruction
+            // length is the one delivery needs (SDM 28.2.4-28.2.5).
+            if vectoring.interruption_type().uses_instruction_length() {
+                self.write_vmcs02(
+                    VmcsField::VmEntryInstructionLength,
+                    u64::from(exit.instruction_length),
+                )?;
+            }
+        } else if exit.qualification & NMI_UNBLOCKING_DUE_TO_IRET != 0 {
+            let state = self.read_vmcs02(VmcsField::GuestInterruptibilityState)?;
+            self.write_vmcs02(
+                VmcsField::GuestInterruptibilityState,
+                state | BLOCKING_BY_NMI,
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The exit L1 sees for EPT12's `fault` on `access`: an EPT violation with
 /// EPT12's bits 6:0 and the hardware's other bits, or an EPT
 /// misconfiguration (reason 49, qualification 0, SDM 28.2.1). A table
@@ -234,7 +313,8 @@ impl<P: Platform> Vcpu<P> {
 fn ept_exit_for_l1(hardware: &Exit, fault: WalkFault, access: Access) -> Exit {
     match fault.violation_qualification(access) {
         Some(walk) => Exit {
-            qualification: walk.raw() | (hardware.qualification & HARDWARE_QUALIFICATION_BITS),
+            qualification: walk.raw()
+                | (hardware.qualification & (HARDWARE_QUALIFICATION_BITS | ACCESS_BITS)),
             ..*hardware
         },
         None => Exit {

@@ -38,6 +38,15 @@
 //!   events): they come back as [`Step::L2Exit`] with
 //!   [`L0Reason::L0Feature`]; delivering virtual interrupts to L1 is not
 //!   done here.
+//! - When VMCS12 has no VPID, entries and exits must invalidate the
+//!   mappings of VPID 0 (SDM 29.4.3.3): hv flushes L2's VPID02, but not
+//!   L1's own mappings (VPID01), which needs a [`Platform`] operation to
+//!   invalidate them.
+//! - L0's TSC offset for L1 is not added to VMCS12's (VMCS02 runs with
+//!   VMCS12's offset alone): [`Platform`] does not report one.
+//! - `IA32_DEBUGCTL` from VMCS12 or L1 is not filtered by a mask of the
+//!   bits L0 allows.
+//! - VMCS12's VM-entry MSR-load area (SDM 27.4) is not processed.
 
 extern crate alloc;
 
@@ -110,6 +119,13 @@ pub enum Step {
     /// [`L0Reason::DisabledForL2`]) using [`Vcpu::read_vmcs02`],
     /// [`Vcpu::write_vmcs02`] and `platform_mut().l2_gprs()`, then calls
     /// `step` again, which resumes L2.
+    ///
+    /// If `exit.idt_vectoring_info` is valid, the exit interrupted the
+    /// delivery of that event: unless the embedder injects something that
+    /// replaces it, it must inject it again through VMCS02's VM-entry
+    /// interruption information, exception error code and instruction
+    /// length (SDM 27.6, 28.2.4; KVM `vmx_complete_interrupts`), or L2
+    /// loses it.
     L2Exit {
         /// The exit as the platform reported it.
         exit: Exit,
@@ -120,6 +136,12 @@ pub enum Step {
     /// access): an EPT violation that is L0's business, typically MMIO. The
     /// level stays L2; the embedder emulates the access at `l1_gpa` (and
     /// advances `GUEST_RIP`), then calls `step` again, which resumes L2.
+    ///
+    /// As for [`Step::L2Exit`], an event in `exit.idt_vectoring_info`
+    /// must be injected again; when it is invalid and qualification bit
+    /// 12 ("NMI unblocking due to IRET") is set, the embedder sets
+    /// blocking by NMI in `GUEST_INTERRUPTIBILITY_INFO` before resuming
+    /// (SDM 28.2.3).
     L2Mmio {
         /// The EPT-violation exit.
         exit: Exit,

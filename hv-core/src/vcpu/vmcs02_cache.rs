@@ -7,7 +7,9 @@
 //! interruption-information field (SDM 28.2, "updating VM-entry control
 //! fields"). The fields it saves are [`GUEST_STATE_FIELDS`] (the others
 //! belong to features hv never enables in VMCS02); they are unknown after
-//! an L2 exit until read back, and unknown fields are always written.
+//! an L2 exit until read back, and unknown fields are always written. The
+//! same update writes `IA32_EFER.LMA` into the "IA-32e mode guest" entry
+//! control (SDM 28.2), so the VM-entry controls are unknown too.
 
 use hv_arch_vmx::interruption::InterruptionInfo;
 use hv_arch_vmx::vmcs::{FieldKind, VmcsField, VmcsImage};
@@ -52,12 +54,16 @@ impl Vmcs02Cache {
         self.unknown[field.index()] = false;
     }
 
-    /// L2 exited: the processor saved guest state and cleared the valid bit
-    /// of the VM-entry interruption information.
+    /// L2 exited: the processor saved guest state, cleared the valid bit
+    /// of the VM-entry interruption information and wrote L2's EFER.LMA
+    /// into "IA-32e mode guest" (SDM 28.2).
     pub(super) fn l2_exited(&mut self) {
         for &field in GUEST_STATE_FIELDS {
             self.unknown[field.index()] = true;
         }
+        // SDM 28.2: "the VM exit ... loads the 'IA-32e mode guest' control
+        // with IA32_EFER.LMA": the next entry always rewrites the word.
+        self.unknown[VmcsField::VmEntryControls.index()] = true;
         let info = self.known.get(VmcsField::VmEntryInterruptionInfo);
         self.known.set(
             VmcsField::VmEntryInterruptionInfo,

@@ -7,7 +7,7 @@
 //!   a real-mode `out` to the first exit.
 //! - call / host call: hv calls `add(1, 2)` / `call_host(1, 2)` (which calls
 //!   host function `host_add`); the floor is one `out` exit round trip
-//!   (KVM_RUN -> KVM_EXIT_IO -> KVM_RUN) of a guest looping on `out`.
+//!   (`KVM_RUN` -> `KVM_EXIT_IO` -> `KVM_RUN`) of a guest looping on `out`.
 //! - restore: after `dirty_pages(16)`, restore a snapshot; 4 MiB sandbox
 //!   (`restore_us`) and 256 MiB sandbox (`restore_large_us`), no floor.
 

@@ -21,9 +21,13 @@ enum Command {
         #[command(subcommand)]
         what: ExplainCommand,
     },
-    /// A walk through hv explain on real values (the sandbox demo replaces
-    /// it when hv-host gains sandboxes).
+    /// Run the demo guest in a KVM sandbox: typed calls, a host callback,
+    /// snapshot/restore, a runaway guest stopped by a deadline, a panic and
+    /// a fault report, and measured latencies.
     Demo,
+    /// Call one function of a guest ELF in a fresh sandbox and print the
+    /// result.
+    Run(hv_host::sandbox::cli::RunArgs),
     /// Benchmarks, each against what it competes with, in the same run.
     Bench {
         #[command(subcommand)]
@@ -40,12 +44,13 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Sandbox create/call/host-call/restore latencies against raw KVM
-    /// measured in the same run (needs the demo guest).
+    /// measured in the same run.
     Sandbox {
-        /// The demo guest ELF.
-        guest: std::path::PathBuf,
-        /// Print one JSON object (create_us, call_us, host_call_us,
-        /// restore_us, restore_large_us).
+        /// A guest ELF offering the demo guest's functions (default: the
+        /// demo guest built with hv).
+        guest: Option<std::path::PathBuf>,
+        /// Print one JSON object (`create_us`, `call_us`, `host_call_us`,
+        /// `restore_us`, `restore_large_us`).
         #[arg(long)]
         json: bool,
     },
@@ -127,10 +132,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Explain { what } => run_explain(what),
-        Command::Demo => demo(),
+        Command::Demo => hv_host::sandbox::cli::demo_main(),
+        Command::Run(args) => hv_host::sandbox::cli::run_main(&args),
         Command::Bench {
             what: BenchCommand::Sandbox { guest, json },
-        } => bench_sandbox(&guest, json),
+        } => bench_sandbox(&guest.unwrap_or_else(hv_host::images::demo_guest), json),
         Command::Bench {
             what:
                 BenchCommand::Mmu {
@@ -241,50 +247,6 @@ fn print(explanation: &Explanation, json: bool) {
 fn fail(error: &ExplainError) -> ExitCode {
     eprintln!("hv: {error}");
     ExitCode::from(2)
-}
-
-/// `hv demo`: decodes a realistic sequence of values a hypervisor author
-/// meets when an L2 guest touches unmapped memory and L1 misconfigures a
-/// VMCS.
-fn demo() -> ExitCode {
-    let steps: [(&str, Result<Explanation, ExplainError>); 7] = [
-        (
-            "The field L1 reads to learn why its VMLAUNCH failed",
-            explain::vmcs_field("VM_INSTRUCTION_ERROR"),
-        ),
-        (
-            "L1 set a reserved control bit: VMLAUNCH fails with error 7",
-            explain::vm_error("7"),
-        ),
-        (
-            "L2 reads unmapped memory: EPT violation, read access, linear address valid",
-            explain::exit("48", Some("0x181"), None),
-        ),
-        (
-            "L2 writes CR3 from RAX",
-            explain::exit("28", Some("0x3"), None),
-        ),
-        (
-            "L2 does `out dx, al` to port 0xe9",
-            explain::exit("30", Some("0xe90000"), None),
-        ),
-        (
-            "The EPTP hv builds: write-back, 4-level walk, accessed/dirty flags on",
-            explain::eptp("0x105e"),
-        ),
-        (
-            "A 2 MiB EPT leaf: read/write/execute, write-back, large page",
-            explain::ept_entry("0x2000b7", 2),
-        ),
-    ];
-    for (title, result) in steps {
-        println!("# {title}");
-        match result {
-            Ok(explanation) => println!("{}\n", explanation.text),
-            Err(error) => return fail(&error),
-        }
-    }
-    ExitCode::SUCCESS
 }
 
 /// `hv bench sandbox`.

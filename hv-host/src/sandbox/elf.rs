@@ -249,6 +249,7 @@ fn u64_at(bytes: &[u8], offset: usize) -> u64 {
 /// # Errors
 ///
 /// The first [`ElfError`] found.
+#[allow(clippy::too_many_lines)] // one check per ELF rule, in file order
 pub fn parse(file: &[u8], image_limit: u64) -> Result<ElfImage, ElfError> {
     // ELF-64 Object File Format, "ELF Header" (e_ident, then fixed fields).
     let header = file

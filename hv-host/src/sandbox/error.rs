@@ -254,7 +254,7 @@ pub enum SandboxError {
     /// The guest took a CPU exception.
     #[error("guest fault: {0}")]
     GuestFault(Box<GuestFault>),
-    /// The guest triple-faulted (KVM_EXIT_SHUTDOWN).
+    /// The guest triple-faulted (`KVM_EXIT_SHUTDOWN`).
     #[error("guest triple fault (shutdown) at rip {rip:#x}: {instruction}")]
     TripleFault {
         /// RIP when the shutdown happened.
@@ -326,10 +326,10 @@ pub enum SandboxError {
         what: ProtocolViolation,
     },
     /// KVM stopped the vCPU for a reason the sandbox does not handle
-    /// (KVM_EXIT_* number).
+    /// (`KVM_EXIT`_* number).
     #[error("unexpected KVM exit {reason} at rip {rip:#x}: {instruction}")]
     UnexpectedExit {
-        /// `kvm_run.exit_reason` (17 = KVM_EXIT_INTERNAL_ERROR, e.g. an
+        /// `kvm_run.exit_reason` (17 = `KVM_EXIT_INTERNAL_ERROR`, e.g. an
         /// instruction KVM could not emulate).
         reason: u32,
         /// RIP at the exit.

@@ -1,5 +1,5 @@
 //! Stopping a running guest from another thread: `immediate_exit` plus a
-//! real-time signal whose handler does nothing (so KVM_RUN returns EINTR),
+//! real-time signal whose handler does nothing (so `KVM_RUN` returns EINTR),
 //! and one process-wide watchdog thread that does the same at deadlines.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Offset from SIGRTMIN of the signal that kicks vCPU threads out of
-/// KVM_RUN.
+/// `KVM_RUN`.
 pub const KICK_SIGNAL_OFFSET: i32 = 3;
 
 /// Why a call was stopped.
@@ -148,9 +148,12 @@ impl InterruptHandle {
     }
 }
 
+/// Pending deadlines: (when, call sequence) -> (whose, the deadline asked).
+type Deadlines = BTreeMap<(Instant, u64), (Arc<Interrupts>, Duration)>;
+
 /// The process-wide deadline watchdog: one thread, a map of deadlines.
 struct Watchdog {
-    pending: Mutex<BTreeMap<(Instant, u64), (Arc<Interrupts>, Duration)>>,
+    pending: Mutex<Deadlines>,
     wake: Condvar,
 }
 

@@ -14,7 +14,7 @@ use super::error::KvmError;
 use super::layout::PML4_ADDRESS;
 use super::memory::GuestMemory;
 
-/// The stable KVM API version (KVM_GET_API_VERSION).
+/// The stable KVM API version (`KVM_GET_API_VERSION`).
 const KVM_API_VERSION: i32 = 12;
 
 // Control-register and EFER bits (Intel SDM Vol. 3A 2.5, 2.2.1).
@@ -131,7 +131,7 @@ impl Machine {
     ///
     /// # Errors
     ///
-    /// KVM_GET_SREGS failed.
+    /// `KVM_GET_SREGS` failed.
     pub fn long_mode_sregs(&self) -> Result<kvm_sregs, KvmError> {
         let mut sregs = self
             .vcpu
@@ -172,8 +172,8 @@ impl Machine {
         Ok(sregs)
     }
 
-    /// Queues `regs` and `sregs` to be loaded by the next KVM_RUN (through
-    /// kvm_run's synced registers: no extra ioctl).
+    /// Queues `regs` and `sregs` to be loaded by the next `KVM_RUN` (through
+    /// `kvm_run`'s synced registers: no extra ioctl).
     pub fn queue_registers(&mut self, regs: &kvm_regs, sregs: &kvm_sregs) {
         let sync = self.vcpu.sync_regs_mut();
         sync.regs = *regs;
@@ -199,7 +199,7 @@ impl Machine {
 }
 
 /// The initial general registers: RIP = entry, RSP = stack top, RDI =
-/// BootInfo, RFLAGS = reserved bit 1 only (interrupts off).
+/// `BootInfo`, RFLAGS = reserved bit 1 only (interrupts off).
 pub fn initial_regs(entry: u64, stack_top: u64) -> kvm_regs {
     kvm_regs {
         rip: entry,

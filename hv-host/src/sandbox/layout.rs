@@ -153,7 +153,7 @@ impl Layout {
     /// A [`LayoutError`] when the sizes are unusable.
     pub fn new(config: &MemoryConfig) -> Result<Self, LayoutError> {
         let total = config.total;
-        if total == 0 || total % LARGE_PAGE_SIZE != 0 {
+        if total == 0 || !total.is_multiple_of(LARGE_PAGE_SIZE) {
             return Err(LayoutError::TotalNotLargePageMultiple { total });
         }
         if total > MAX_MEMORY {
@@ -284,7 +284,7 @@ impl Layout {
         }
     }
 
-    /// The pages [`Layout::write_page_tables`] and the BootInfo use.
+    /// The pages [`Layout::write_page_tables`] and the `BootInfo` use.
     pub const fn host_structure_pages() -> [u64; 9] {
         [
             PML4_ADDRESS,

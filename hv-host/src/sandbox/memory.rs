@@ -22,7 +22,7 @@ impl GuestMemory {
     ///
     /// # Errors
     ///
-    /// [`KvmError::Resource`] when memfd_create, ftruncate or mmap fail.
+    /// [`KvmError::Resource`] when `memfd_create`, ftruncate or mmap fail.
     pub fn new(size: u64) -> Result<Self, KvmError> {
         let fd = memfd_create(c"hv-guest-ram", MFdFlags::MFD_CLOEXEC).map_err(|errno| {
             KvmError::Resource {

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cli;
 pub mod elf;
 pub mod error;
 pub mod host_fn;
@@ -343,12 +344,46 @@ impl Sandbox {
         self.call_inner(function, &args, Some(deadline))
     }
 
+    /// Like [`Sandbox::call`], returning the result's postcard bytes
+    /// undecoded (for callers that learn the result type at run time, such
+    /// as `hv run`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Sandbox::call`].
+    pub fn call_raw(
+        &mut self,
+        function: &str,
+        args: impl Serialize,
+        deadline: Option<Duration>,
+    ) -> Result<Vec<u8>, SandboxError> {
+        self.send_call(function, &args, deadline)?;
+        self.read_response(function, |bytes| Ok(bytes.to_vec()))
+    }
+
     fn call_inner<R: DeserializeOwned>(
         &mut self,
         function: &str,
         args: &impl Serialize,
         deadline: Option<Duration>,
     ) -> Result<R, SandboxError> {
+        self.send_call(function, args, deadline)?;
+        self.read_response(function, |bytes| {
+            postcard::from_bytes(bytes).map_err(|source| SandboxError::ResultDecode {
+                function: function.to_owned(),
+                source,
+            })
+        })
+    }
+
+    /// Writes the call into the input buffer and runs the guest until it
+    /// answers.
+    fn send_call(
+        &mut self,
+        function: &str,
+        args: &impl Serialize,
+        deadline: Option<Duration>,
+    ) -> Result<(), SandboxError> {
         let span = tracing::trace_span!("sandbox_call", function);
         let _entered = span.enter();
         if self.poisoned {
@@ -385,8 +420,7 @@ impl Sandbox {
         self.recycle(args);
         self.dirty.set_range(input.start, written as u64);
         self.populated.set_range(input.start, written as u64);
-        self.run_guarded(deadline)?;
-        self.read_response(function)
+        self.run_guarded(deadline)
     }
 
     fn recycle(&mut self, mut buffer: Vec<u8>) {
@@ -491,15 +525,16 @@ impl Sandbox {
             .collect()
     }
 
-    fn read_response<R: DeserializeOwned>(&mut self, function: &str) -> Result<R, SandboxError> {
+    /// Decodes the guest's answer to a call; `decode` turns the result's
+    /// postcard bytes into `R`.
+    fn read_response<R>(
+        &mut self,
+        function: &str,
+        decode: impl FnOnce(&[u8]) -> Result<R, SandboxError>,
+    ) -> Result<R, SandboxError> {
         let response = read_message::<Response<'_>>(self.output());
         let error = match response {
-            Ok(Response::Return(bytes)) => {
-                return postcard::from_bytes(bytes).map_err(|source| SandboxError::ResultDecode {
-                    function: function.to_owned(),
-                    source,
-                });
-            }
+            Ok(Response::Return(bytes)) => return decode(bytes),
             Ok(Response::UnknownFunction) => SandboxError::UnknownFunction {
                 name: function.to_owned(),
             },
@@ -565,19 +600,19 @@ impl Sandbox {
         let (target, message) = (record.target, record.message);
         match record.level {
             LogLevel::Trace => {
-                tracing::trace!(target: "hv_guest", guest_target = target, "{message}")
+                tracing::trace!(target: "hv_guest", guest_target = target, "{message}");
             }
             LogLevel::Debug => {
-                tracing::debug!(target: "hv_guest", guest_target = target, "{message}")
+                tracing::debug!(target: "hv_guest", guest_target = target, "{message}");
             }
             LogLevel::Info => {
-                tracing::info!(target: "hv_guest", guest_target = target, "{message}")
+                tracing::info!(target: "hv_guest", guest_target = target, "{message}");
             }
             LogLevel::Warn => {
-                tracing::warn!(target: "hv_guest", guest_target = target, "{message}")
+                tracing::warn!(target: "hv_guest", guest_target = target, "{message}");
             }
             LogLevel::Error => {
-                tracing::error!(target: "hv_guest", guest_target = target, "{message}")
+                tracing::error!(target: "hv_guest", guest_target = target, "{message}");
             }
         }
         let log = GuestLog {
@@ -658,7 +693,7 @@ impl Sandbox {
             id,
             &self.memory,
             &self.populated,
-            (regs, sregs, fpu),
+            &(regs, sregs, fpu),
         );
         self.dirty.clear();
         self.base_snapshot = Some(id);

@@ -1,7 +1,7 @@
 //! Snapshots and the page bookkeeping that makes restore cost grow with
 //! the pages dirtied since the snapshot, not with the sandbox's size.
 //!
-//! Mechanism: the memory slot has `KVM_MEM_LOG_DIRTY_PAGES`; KVM_GET_DIRTY_LOG
+//! Mechanism: the memory slot has `KVM_MEM_LOG_DIRTY_PAGES`; `KVM_GET_DIRTY_LOG`
 //! returns (and re-arms) the pages the guest wrote since the last fetch.
 //! The host's own writes (calls into the input buffer) are marked by the
 //! sandbox. A snapshot copies only the pages ever written (host or guest);
@@ -108,7 +108,7 @@ impl Snapshot {
         id: u64,
         memory: &GuestMemory,
         populated: &PageBitmap,
-        registers: (kvm_regs, kvm_sregs, kvm_fpu),
+        registers: &(kvm_regs, kvm_sregs, kvm_fpu),
     ) -> Self {
         let mut slots = vec![ZERO_PAGE; memory.page_count()];
         let mut data = Vec::with_capacity(populated.count() * PAGE_SIZE as usize);
@@ -118,7 +118,7 @@ impl Snapshot {
                 data.extend_from_slice(memory.page(page));
             }
         }
-        let (regs, sregs, fpu) = registers;
+        let (regs, sregs, fpu) = *registers;
         Self {
             data: Arc::new(SnapshotData {
                 sandbox,

@@ -25,9 +25,7 @@ use hv_arch_vmx::vmcs::{FieldKind, VmcsField, VmcsImage};
 use hv_core::platform::{L0Requirements, L1Parts, Level, Platform};
 use hv_core::reflect::{L0Reason, L1SystemRegisters, MsrAccess, MsrFault};
 use hv_core::state::{Exit, Gprs, L1Access, L1Cpu, PageFault, Segment};
-use hv_core::vcpu::{
-    Counters, Handled, InveptCounts, InvvpidCounts, Step, Vcpu, VcpuConfig, Vpid02Range,
-};
+use hv_core::vcpu::{Counters, Handled, InveptCounts, Step, Vcpu, VcpuConfig, Vpid02Range};
 use hv_core::vmx::{Fault, HV_VMCS_REVISION_ID, LaunchState, NestedVmxConfig, VmxStatus};
 use hv_mmu::addr::{HostPa, L1Gpa, L2Gpa, PageSize};
 use hv_mmu::env::{L1Memory, NotL1Memory};
@@ -688,16 +686,11 @@ fn nested_entry_writes_vmcs02_with_eptp02_vpid02_and_l1_gprs() {
     assert_eq!(written, h.vcpu.counters().vmcs02_writes);
     assert_eq!(written, h.vcpu.platform().vmcs02.len() as u64);
     assert!(h.vcpu.platform().vmcs02.values().all(|&value| value != 0));
-    // New root, new VPID02 binding: one INVVPID single-context, no INVEPT
-    // (hv does not flush a never-used root frame).
-    assert_eq!(
-        h.invvpids(),
-        vec![Invvpid {
-            kind: InvvpidType::SingleContext,
-            vpid02: 17,
-            linear_address: 0
-        }]
-    );
+    // New root, first binding of a never-used VPID02: no INVVPID and no
+    // INVEPT (hv flushes neither a never-used root frame nor a VPID02 that
+    // carries no translations, see `Vpid02Range`).
+    assert_eq!(h.invvpids(), vec![]);
+    assert_eq!(h.vcpu.vpids().vpid02_of(1), Some(17));
     assert!(h.vcpu.platform().invepts.is_empty());
 }
 
@@ -723,10 +716,6 @@ fn cpuid_in_l2_is_reflected_to_l1_at_host_rip_with_exact_counters() {
             reflected: 1,
             vmcs02_writes: writes,
             roots_live: 1,
-            invvpid: InvvpidCounts {
-                single: 1,
-                ..InvvpidCounts::default()
-            },
             ..Counters::default()
         }
     );
@@ -737,7 +726,7 @@ fn cpuid_in_l2_is_reflected_to_l1_at_host_rip_with_exact_counters() {
         Step::Handled(Handled::NestedEntry { launch: false })
     );
     assert!(h.vcpu.platform().vmcs02_writes - before < 10);
-    assert_eq!(h.vcpu.counters().invvpid.single, 1, "vpid12 already bound");
+    assert_eq!(h.vcpu.counters().invvpid.single, 0, "vpid12 already bound");
 }
 
 #[test]
@@ -836,13 +825,13 @@ fn round_robin(policy: Policy, k: u64, rounds: u64) -> Harness {
 }
 
 #[test]
-fn hv_policy_round_robin_flushes_only_first_bindings() {
+fn hv_policy_round_robin_flushes_nothing() {
     let h = round_robin(Policy::Hv, 4, 5);
     let flushes = h.invvpids();
-    assert_eq!(flushes.len(), 4, "{flushes:?}");
-    let vpids: Vec<u16> = flushes.iter().map(|f| f.vpid02).collect();
-    assert_eq!(vpids, vec![17, 18, 19, 20]);
-    assert!(flushes.iter().all(|f| f.kind == InvvpidType::SingleContext));
+    assert!(flushes.is_empty(), "{flushes:?}");
+    let vpids: Vec<Option<u16>> = (1..=4).map(|v| h.vcpu.vpids().vpid02_of(v)).collect();
+    assert_eq!(vpids.len(), 4);
+    assert!(vpids.iter().all(Option::is_some));
     assert!(h.vcpu.platform().invepts.is_empty());
     assert_eq!(h.vcpu.counters().invept, InveptCounts::default());
 }
@@ -851,8 +840,9 @@ fn hv_policy_round_robin_flushes_only_first_bindings() {
 fn hv_policy_rebinding_after_eviction_flushes() {
     // Range 16..=31: 15 mappable VPIDs; 16 L2s evict one per entry once full.
     let h = round_robin(Policy::Hv, 16, 2);
-    // Round 1: 16 new bindings; round 2: LRU evicts exactly the next one.
-    assert_eq!(h.invvpids().len(), 32);
+    // Round 1: 15 first bindings (no flush), the 16th evicts (flush);
+    // round 2: LRU evicts exactly the next one, 16 rebindings, 16 flushes.
+    assert_eq!(h.invvpids().len(), 17);
     assert_eq!(h.vcpu.vpids().mapped(), 15);
 }
 

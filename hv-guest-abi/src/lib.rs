@@ -4,14 +4,19 @@
 //!
 //! # Machine
 //!
-//! The guest runs in 64-bit mode at CPL 0 with the host's identity page
+//! The guest starts in 64-bit mode at CPL 0 with the host's identity page
 //! tables: guest-virtual address = guest-physical address for every mapped
-//! page. Page 0 and everything at or above [`BootInfo::memory_size`] are not
+//! page. Memory from [`IMAGE_BASE`] up is mapped user-accessible (U/S = 1 at
+//! every level): the guest runtime sets up its GDT, TSS (with an I/O bitmap
+//! allowing the ports below) and IDT, then runs everything else at CPL 3,
+//! because some KVMs (`kvm_pvm`) emulate guest CPL 0 instruction by
+//! instruction and cannot execute SSE there. The guest never executes `hlt`
+//! after it dropped to CPL 3. Page 0 and everything at or above [`BootInfo::memory_size`] are not
 //! mapped, so a stray access faults. The host builds the page tables, loads
 //! the guest ELF (static, non-PIE, linked at [`IMAGE_BASE`] or above), writes
 //! [`BootInfo`] at [`BOOT_INFO_ADDRESS`], and enters the ELF entry point with
 //! RDI = [`BOOT_INFO_ADDRESS`] and RSP = [`BootInfo::stack_top`] (16-byte
-//! aligned). The guest installs its own GDT, TSS and IDT.
+//! aligned).
 //!
 //! # Protocol
 //!
@@ -34,7 +39,8 @@
 //!    (the host resumes at once).
 //! 4. A panic writes [`Panic`] and `out`s to [`PORT_PANIC`]; an exception
 //!    writes [`Exception`] and `out`s to [`PORT_EXCEPTION`]. The guest never
-//!    continues after either: the host marks the sandbox poisoned.
+//!    continues after either (it repeats the `out`): the host marks the
+//!    sandbox poisoned until it is restored.
 #![no_std]
 
 use serde::{Deserialize, Serialize};

@@ -1,10 +1,15 @@
 //! `hv-host`: hv on Linux.
 //!
-//! Today this crate holds the logic behind the `hv` command-line tool:
-//! [`explain`] decodes VMX values for people; [`bench`](mod@bench) runs the
-//! benchmarks behind `hv bench`; [`simulate`](mod@simulate) runs hv-core
-//! on the software model for `hv simulate`. The KVM shim and the sandboxes
-//! arrive with their issues.
+//! - [`sandbox`]: Hyperlight-style micro-VMs on `/dev/kvm` (the KVM shim,
+//!   hostile-ELF loading, typed calls, host functions, snapshot/restore,
+//!   deadlines and kill), behind `hv run` and `hv demo`.
+//! - [`images`]: where the freestanding images built from `images/` are.
+//! - [`standalone`]: the Bochs launcher for the standalone image
+//!   (`hv standalone`).
+//! - [`simulate`](mod@simulate): hv-core on the software model
+//!   (`hv simulate`).
+//! - [`explain`]: VMX values decoded for people; [`bench`](mod@bench): the
+//!   benchmarks behind `hv bench`, each against a floor.
 #![deny(missing_docs)]
 
 pub mod bench;

@@ -20,7 +20,7 @@
 //! - [`script`]: L1 and L2 actions.
 //! - [`exits`]: the exit each action reports.
 //! - [`tlb`]: the tagged TLB.
-//! - [`reference`]: the reference L1 and the stale rule.
+//! - [`reference`](mod@reference): the reference L1 and the stale rule.
 //! - [`engine`]: [`Model`] and its `Platform` implementation.
 //! - [`harness`]: a vCPU on the model, with the embedder's duties done.
 //! - `fuzz` (feature `fuzzing`): the `vmx_ops` fuzz scenario.

@@ -412,6 +412,10 @@ impl<P: Platform> Vcpu<P> {
     /// runs (hv-mmu [`Mmu::ept01_changed`]). L0 flushes EPTP01 itself.
     pub fn ept01_changed(&mut self, gfn: L1Gfn, size: PageSize) {
         self.mmu.ept01_changed(gfn, size);
+        // Found by the vmx_ops fuzzer: L2 may be about to run without a
+        // resume (right after a nested entry); it must go through
+        // `switch_to`, which reports the flush this change needs.
+        self.resume.pending = true;
         self.resume.full_switch = true;
     }
 
@@ -420,6 +424,7 @@ impl<P: Platform> Vcpu<P> {
     pub fn l1_wrote(&mut self, gfn: L1Gfn) {
         let parts = self.platform.l1();
         self.mmu.l1_wrote(&*parts.memory, gfn);
+        self.resume.pending = true;
         self.resume.full_switch = true;
     }
 

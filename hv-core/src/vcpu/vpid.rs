@@ -27,6 +27,11 @@ use super::alloc::vec::Vec;
 
 /// The VPIDs L0 gives L2s: `first..=last`. `first` is reserved for VMCS12s
 /// without VPID; the others are mapped to vpid12s.
+///
+/// Contract: when the [`Vpid02Map`] is created, no translation tagged with
+/// a VPID of the range is cached (the platform never used them, or flushed
+/// them once with INVVPID). The `hv` policy relies on it: a VPID02 bound for
+/// the first time needs no flush; one rebound after eviction does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Vpid02Range {
     first: u16,
@@ -218,7 +223,9 @@ impl Vpid02Map {
                 if let Some(binding) = self.bindings.get(&vpid) {
                     (binding.vpid02, false, Bind::Keep)
                 } else if let Some(&vpid02) = self.free.last() {
-                    (vpid02, true, Bind::Free)
+                    // Never used since the map was created: nothing is
+                    // cached under it (see `Vpid02Range`).
+                    (vpid02, false, Bind::Free)
                 } else {
                     // The range has at least one mappable VPID, so a full
                     // map has an oldest binding.

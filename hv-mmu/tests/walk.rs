@@ -925,7 +925,8 @@ fn one_page_at_every_level_through_different_indices() {
 // ----- oracle -----
 
 /// EPT01 for tests: identity plus `offset`, 4K pages, rights per GFN
-/// (default all), some GFNs unmapped.
+/// (default all, user-mode execute included: the oracle intersects EPT12's
+/// rights with these), some GFNs unmapped.
 struct TestEpt01 {
     offset: u64,
     rights: HashMap<u64, EptPermissions>,
@@ -938,7 +939,7 @@ impl Ept01 for TestEpt01 {
             .rights
             .get(&gpa.gfn().raw())
             .copied()
-            .unwrap_or(EptPermissions::READ_WRITE_EXECUTE);
+            .unwrap_or(EptPermissions::all());
         if rights.is_empty() {
             return None;
         }

@@ -36,6 +36,7 @@ use hv_arch_vmx::vmcs::{FieldKind, VmcsField, VmcsImage};
 use crate::platform::L0Requirements;
 use crate::reflect::L2Exited;
 use crate::state::Gprs;
+use crate::vmx::capabilities::{HV_PIN_BASED, HV_PRIMARY_PROC, HV_SECONDARY_PROC};
 
 /// What VMCS02 takes from L1 beyond VMCS12: the values L2 inherits from L1
 /// when VMCS12 does not load them (a VM entry leaves an MSR or DR7 alone
@@ -153,43 +154,17 @@ pub const GUEST_STATE_FIELDS: &[VmcsField] = &[
     VmcsField::Cr4ReadShadow,
 ];
 
-/// Pin-based controls VMCS12 contributes: the ones hv advertises (see
-/// `vmx::capabilities`). Posted interrupts would need L1 addresses.
-const L1_PIN_BASED: PinBasedControls = PinBasedControls::EXTERNAL_INTERRUPT_EXITING
-    .union(PinBasedControls::NMI_EXITING)
-    .union(PinBasedControls::VIRTUAL_NMIS)
-    .union(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER);
-
-/// Primary processor-based controls VMCS12 contributes: the exiting
-/// controls L1 may ask for. Left out: I/O and MSR bitmaps (L1 addresses,
-/// replaced below), TPR shadow (virtual-APIC page), tertiary controls.
-const L1_PRIMARY: PrimaryProcControls = PrimaryProcControls::INTERRUPT_WINDOW_EXITING
-    .union(PrimaryProcControls::USE_TSC_OFFSETTING)
-    .union(PrimaryProcControls::HLT_EXITING)
-    .union(PrimaryProcControls::INVLPG_EXITING)
-    .union(PrimaryProcControls::MWAIT_EXITING)
-    .union(PrimaryProcControls::RDPMC_EXITING)
-    .union(PrimaryProcControls::RDTSC_EXITING)
-    .union(PrimaryProcControls::CR3_LOAD_EXITING)
-    .union(PrimaryProcControls::CR3_STORE_EXITING)
-    .union(PrimaryProcControls::CR8_LOAD_EXITING)
-    .union(PrimaryProcControls::CR8_STORE_EXITING)
-    .union(PrimaryProcControls::NMI_WINDOW_EXITING)
-    .union(PrimaryProcControls::MOV_DR_EXITING)
-    .union(PrimaryProcControls::MONITOR_TRAP_FLAG)
-    .union(PrimaryProcControls::MONITOR_EXITING)
-    .union(PrimaryProcControls::PAUSE_EXITING);
-
-/// Secondary controls VMCS12 contributes. EPT and VPID are hv-core's own
-/// (always on, with EPTP02/VPID02); APIC virtualization, VM functions,
-/// VMCS shadowing, PML and #VE would need L1 addresses.
-const L1_SECONDARY: SecondaryProcControls = SecondaryProcControls::DESCRIPTOR_TABLE_EXITING
-    .union(SecondaryProcControls::ENABLE_RDTSCP)
-    .union(SecondaryProcControls::WBINVD_EXITING)
-    .union(SecondaryProcControls::UNRESTRICTED_GUEST)
-    .union(SecondaryProcControls::RDRAND_EXITING)
-    .union(SecondaryProcControls::ENABLE_INVPCID)
-    .union(SecondaryProcControls::RDSEED_EXITING);
+/// The pin-based, primary and secondary controls VMCS12 contributes are
+/// the ones hv advertises (`vmx::capabilities`): every other bit of a
+/// VMCS12 that passed the entry checks is 0 or in a default1 class that
+/// [`adjusted`] sets anyway. What hv-core must own instead (I/O and MSR
+/// bitmaps, secondary activation, EPT, VPID) is removed or forced in
+/// [`prepare_vmcs02`].
+const L1_PIN_BASED: PinBasedControls = HV_PIN_BASED;
+/// See [`L1_PIN_BASED`].
+const L1_PRIMARY: PrimaryProcControls = HV_PRIMARY_PROC;
+/// See [`L1_PIN_BASED`].
+const L1_SECONDARY: SecondaryProcControls = HV_SECONDARY_PROC;
 
 /// VM-entry controls VMCS12 contributes ("load debug controls", "load
 /// `IA32_PAT`" and "load `IA32_EFER`" are always on in VMCS02, see

@@ -75,23 +75,11 @@ impl L1Memory for Memory {
 
 impl L1Access for Memory {
     fn read_bytes(&self, gpa: L1Gpa, buf: &mut [u8]) -> Result<(), NotL1Memory> {
-        for (i, byte) in buf.iter_mut().enumerate() {
-            let at = gpa.raw() + i as u64;
-            let word = self.0.read_u64(L1Gpa::new(at & !7))?;
-            *byte = word.to_le_bytes()[(at & 7) as usize];
-        }
-        Ok(())
+        self.0.read_bytes(gpa, buf)
     }
 
     fn write_bytes(&mut self, gpa: L1Gpa, buf: &[u8]) -> Result<(), NotL1Memory> {
-        for (i, byte) in buf.iter().enumerate() {
-            let at = gpa.raw() + i as u64;
-            let mut bytes = self.0.read_u64(L1Gpa::new(at & !7))?.to_le_bytes();
-            bytes[(at & 7) as usize] = *byte;
-            self.0
-                .write_u64(L1Gpa::new(at & !7), u64::from_le_bytes(bytes))?;
-        }
-        Ok(())
+        self.0.write_bytes(gpa, buf)
     }
 
     fn translate(&self, _cpu: &L1Cpu, linear: u64, _write: bool) -> Result<L1Gpa, PageFault> {

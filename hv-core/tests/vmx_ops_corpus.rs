@@ -6,29 +6,11 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use hv_core::model::fuzz::VmxOpsScenario;
-use std::path::PathBuf;
-
-fn corpus_files() -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut files = Vec::new();
-    for dir in ["corpus/vmx_ops", "regressions/vmx_ops"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        files.extend(
-            entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|path| path.is_file()),
-        );
-    }
-    files.sort();
-    files
-}
+use hv_mmu::testing::corpus;
 
 #[test]
 fn vmx_ops_corpus_keeps_every_invariant() {
-    let files = corpus_files();
+    let files = corpus::files("vmx_ops");
     assert!(
         files.len() >= 10,
         "the committed vmx_ops corpus is missing ({} files)",

@@ -5,30 +5,12 @@
 //! Fuzz it for real with `cd fuzz && cargo +nightly fuzz run ept12`.
 
 use arbitrary::{Arbitrary, Unstructured};
+use hv_mmu::testing::corpus;
 use hv_mmu::testing::scenario::Scenario;
-use std::path::PathBuf;
-
-fn corpus_files() -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut files = Vec::new();
-    for dir in ["corpus/ept12", "regressions/ept12"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        files.extend(
-            entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|path| path.is_file()),
-        );
-    }
-    files.sort();
-    files
-}
 
 #[test]
 fn ept12_corpus_keeps_every_invariant() {
-    let files = corpus_files();
+    let files = corpus::files("ept12");
     assert!(
         files.len() >= 10,
         "the committed ept12 corpus is missing ({} files)",

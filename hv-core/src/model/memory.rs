@@ -69,43 +69,15 @@ impl ModelMemory {
     pub fn write_u64_at(&mut self, gpa: L1Gpa, value: u64) -> Result<(), NotL1Memory> {
         self.write_bytes(gpa, &value.to_le_bytes())
     }
-
-    /// Checks that every byte of `gpa..gpa + len` is L1 memory.
-    fn check_range(&self, gpa: L1Gpa, len: usize) -> Result<(), NotL1Memory> {
-        if len == 0 {
-            return Ok(());
-        }
-        let last = gpa
-            .raw()
-            .checked_add(len as u64 - 1)
-            .ok_or(NotL1Memory { gpa })?;
-        if last >= self.words.len() {
-            return Err(NotL1Memory { gpa });
-        }
-        Ok(())
-    }
 }
 
 impl L1Access for ModelMemory {
     fn read_bytes(&self, gpa: L1Gpa, buf: &mut [u8]) -> Result<(), NotL1Memory> {
-        self.check_range(gpa, buf.len())?;
-        for (offset, byte) in (0u64..).zip(buf.iter_mut()) {
-            let address = gpa.raw() + offset;
-            let word = self.words.read_u64(L1Gpa::new(address))?;
-            *byte = word.to_le_bytes()[(address & 7) as usize];
-        }
-        Ok(())
+        self.words.read_bytes(gpa, buf)
     }
 
     fn write_bytes(&mut self, gpa: L1Gpa, buf: &[u8]) -> Result<(), NotL1Memory> {
-        self.check_range(gpa, buf.len())?;
-        for (offset, byte) in (0u64..).zip(buf.iter()) {
-            let address = L1Gpa::new(gpa.raw() + offset);
-            let mut word = self.words.read_u64(address)?.to_le_bytes();
-            word[(address.raw() & 7) as usize] = *byte;
-            self.words.write_u64(address, u64::from_le_bytes(word))?;
-        }
-        Ok(())
+        self.words.write_bytes(gpa, buf)
     }
 
     fn translate(&self, _cpu: &L1Cpu, linear: u64, _write: bool) -> Result<L1Gpa, PageFault> {

@@ -112,7 +112,7 @@ const HV_VPID_CAPS: u64 = VPID_INVVPID
     | VPID_SINGLE_RETAINING_GLOBALS;
 
 /// Pin-based controls hv lets L1 set (plus the default1 class).
-const HV_PIN_BASED: PinBasedControls = PinBasedControls::EXTERNAL_INTERRUPT_EXITING
+pub(crate) const HV_PIN_BASED: PinBasedControls = PinBasedControls::EXTERNAL_INTERRUPT_EXITING
     .union(PinBasedControls::NMI_EXITING)
     .union(PinBasedControls::VIRTUAL_NMIS)
     .union(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER)
@@ -120,30 +120,31 @@ const HV_PIN_BASED: PinBasedControls = PinBasedControls::EXTERNAL_INTERRUPT_EXIT
 
 /// Primary processor-based controls hv lets L1 set (plus the default1
 /// class, which contains CR3-load/store exiting and others).
-const HV_PRIMARY_PROC: PrimaryProcControls = PrimaryProcControls::INTERRUPT_WINDOW_EXITING
-    .union(PrimaryProcControls::USE_TSC_OFFSETTING)
-    .union(PrimaryProcControls::HLT_EXITING)
-    .union(PrimaryProcControls::INVLPG_EXITING)
-    .union(PrimaryProcControls::MWAIT_EXITING)
-    .union(PrimaryProcControls::RDPMC_EXITING)
-    .union(PrimaryProcControls::RDTSC_EXITING)
-    .union(PrimaryProcControls::CR3_LOAD_EXITING)
-    .union(PrimaryProcControls::CR3_STORE_EXITING)
-    .union(PrimaryProcControls::CR8_LOAD_EXITING)
-    .union(PrimaryProcControls::CR8_STORE_EXITING)
-    .union(PrimaryProcControls::NMI_WINDOW_EXITING)
-    .union(PrimaryProcControls::MOV_DR_EXITING)
-    .union(PrimaryProcControls::UNCONDITIONAL_IO_EXITING)
-    .union(PrimaryProcControls::USE_IO_BITMAPS)
-    .union(PrimaryProcControls::MONITOR_TRAP_FLAG)
-    .union(PrimaryProcControls::USE_MSR_BITMAPS)
-    .union(PrimaryProcControls::MONITOR_EXITING)
-    .union(PrimaryProcControls::PAUSE_EXITING)
-    .union(PrimaryProcControls::ACTIVATE_SECONDARY_CONTROLS)
-    .union(PrimaryProcControls::DEFAULT1);
+pub(crate) const HV_PRIMARY_PROC: PrimaryProcControls =
+    PrimaryProcControls::INTERRUPT_WINDOW_EXITING
+        .union(PrimaryProcControls::USE_TSC_OFFSETTING)
+        .union(PrimaryProcControls::HLT_EXITING)
+        .union(PrimaryProcControls::INVLPG_EXITING)
+        .union(PrimaryProcControls::MWAIT_EXITING)
+        .union(PrimaryProcControls::RDPMC_EXITING)
+        .union(PrimaryProcControls::RDTSC_EXITING)
+        .union(PrimaryProcControls::CR3_LOAD_EXITING)
+        .union(PrimaryProcControls::CR3_STORE_EXITING)
+        .union(PrimaryProcControls::CR8_LOAD_EXITING)
+        .union(PrimaryProcControls::CR8_STORE_EXITING)
+        .union(PrimaryProcControls::NMI_WINDOW_EXITING)
+        .union(PrimaryProcControls::MOV_DR_EXITING)
+        .union(PrimaryProcControls::UNCONDITIONAL_IO_EXITING)
+        .union(PrimaryProcControls::USE_IO_BITMAPS)
+        .union(PrimaryProcControls::MONITOR_TRAP_FLAG)
+        .union(PrimaryProcControls::USE_MSR_BITMAPS)
+        .union(PrimaryProcControls::MONITOR_EXITING)
+        .union(PrimaryProcControls::PAUSE_EXITING)
+        .union(PrimaryProcControls::ACTIVATE_SECONDARY_CONTROLS)
+        .union(PrimaryProcControls::DEFAULT1);
 
 /// Secondary processor-based controls hv lets L1 set.
-const HV_SECONDARY_PROC: SecondaryProcControls = SecondaryProcControls::ENABLE_EPT
+pub(crate) const HV_SECONDARY_PROC: SecondaryProcControls = SecondaryProcControls::ENABLE_EPT
     .union(SecondaryProcControls::DESCRIPTOR_TABLE_EXITING)
     .union(SecondaryProcControls::ENABLE_RDTSCP)
     .union(SecondaryProcControls::ENABLE_VPID)

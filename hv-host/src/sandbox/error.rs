@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hv_arch_vmx::controls::ExceptionVector;
 use hv_guest_abi::FrameError;
 use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 
@@ -133,30 +134,12 @@ pub struct GuestFault {
 }
 
 impl GuestFault {
-    /// Mnemonic of the vector (Intel SDM Vol. 3A, Table 6-1).
+    /// Mnemonic of the vector ("#PF"; SDM Vol. 3A Table 6-1), or
+    /// "exception" for a vector the SDM gives none.
     pub const fn vector_name(&self) -> &'static str {
-        match self.vector {
-            0 => "#DE",
-            1 => "#DB",
-            2 => "NMI",
-            3 => "#BP",
-            4 => "#OF",
-            5 => "#BR",
-            6 => "#UD",
-            7 => "#NM",
-            8 => "#DF",
-            10 => "#TS",
-            11 => "#NP",
-            12 => "#SS",
-            13 => "#GP",
-            14 => "#PF",
-            16 => "#MF",
-            17 => "#AC",
-            18 => "#MC",
-            19 => "#XM",
-            20 => "#VE",
-            21 => "#CP",
-            _ => "exception",
+        match ExceptionVector::from_vector(self.vector).mnemonic() {
+            Some(name) => name,
+            None => "exception",
         }
     }
 }

@@ -25,6 +25,8 @@ use crate::addr::{HostPa, L1Gfn, L1Gpa, L2Gpa, PAGE_SIZE, PageSize};
 use crate::env::{Ept01, Ept01Mapping, FrameAllocator, L1Memory, NotL1Memory, Table};
 use crate::shadow::Mmu;
 
+#[cfg(feature = "fuzzing")]
+pub mod corpus;
 pub mod hardware;
 #[cfg(feature = "fuzzing")]
 pub mod scenario;
@@ -130,6 +132,60 @@ impl TestMemory {
         let page = self.pages.entry(gpa.gfn()).or_insert_with(zeroed_table);
         page[word_index(gpa.raw())] = value;
         Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `gpa` (any alignment), one word lookup
+    /// per 8-byte word touched.
+    ///
+    /// # Errors
+    ///
+    /// [`NotL1Memory`] when any byte is outside L1 memory.
+    pub fn read_bytes(&self, gpa: L1Gpa, buf: &mut [u8]) -> Result<(), NotL1Memory> {
+        self.check_range(gpa, buf.len())?;
+        let mut address = gpa.raw();
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let offset = (address & 7) as usize;
+            let (chunk, tail) = rest.split_at_mut((8 - offset).min(rest.len()));
+            let word = self.read_u64(L1Gpa::new(address))?.to_le_bytes();
+            chunk.copy_from_slice(&word[offset..offset + chunk.len()]);
+            address += chunk.len() as u64;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at `gpa` (any alignment). Nothing is written when any
+    /// byte is outside L1 memory.
+    ///
+    /// # Errors
+    ///
+    /// [`NotL1Memory`] when any byte is outside L1 memory.
+    pub fn write_bytes(&mut self, gpa: L1Gpa, buf: &[u8]) -> Result<(), NotL1Memory> {
+        self.check_range(gpa, buf.len())?;
+        let mut address = gpa.raw();
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let offset = (address & 7) as usize;
+            let (chunk, tail) = rest.split_at((8 - offset).min(rest.len()));
+            let mut word = self.read_u64(L1Gpa::new(address))?.to_le_bytes();
+            word[offset..offset + chunk.len()].copy_from_slice(chunk);
+            self.write_u64(L1Gpa::new(address), u64::from_le_bytes(word))?;
+            address += chunk.len() as u64;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    /// Checks that every byte of `gpa..gpa + len` is L1 memory.
+    fn check_range(&self, gpa: L1Gpa, len: usize) -> Result<(), NotL1Memory> {
+        let Some(last) = (len as u64).checked_sub(1) else {
+            return Ok(());
+        };
+        match gpa.raw().checked_add(last) {
+            Some(last) if last < self.size => Ok(()),
+            _ => Err(NotL1Memory { gpa }),
+        }
     }
 
     /// Sets every byte of page `gfn` to zero.
@@ -1546,6 +1602,38 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
     const RWX: EptPermissions = EptPermissions::READ_WRITE_EXECUTE;
+
+    #[test]
+    fn byte_access_crosses_words_and_pages_and_refuses_outside_memory() {
+        let mut memory = TestMemory::new(2 * PAGE_SIZE);
+        let data: Vec<u8> = (1..=20).collect();
+        let at = L1Gpa::new(PAGE_SIZE - 7);
+        memory.write_bytes(at, &data).unwrap();
+        let mut back = [0u8; 20];
+        memory.read_bytes(at, &mut back).unwrap();
+        assert_eq!(back.as_slice(), data.as_slice());
+        // Little-endian words: byte 7 of the last word of page 0 is data[6].
+        assert_eq!(
+            memory.read_u64(L1Gpa::new(PAGE_SIZE - 8)).unwrap() >> 56,
+            u64::from(data[6])
+        );
+        let last = L1Gpa::new(2 * PAGE_SIZE - 4);
+        let before = memory.clone();
+        assert_eq!(
+            memory.write_bytes(last, &[0xff; 8]),
+            Err(NotL1Memory { gpa: last })
+        );
+        assert_eq!(
+            memory.read_u64(last).unwrap(),
+            before.read_u64(last).unwrap()
+        );
+        assert!(
+            memory
+                .read_bytes(L1Gpa::new(u64::MAX), &mut [0; 2])
+                .is_err()
+        );
+        assert!(memory.read_bytes(last, &mut []).is_ok());
+    }
 
     fn context() -> EptWalkContext {
         EptWalkContext {

@@ -101,7 +101,7 @@ impl Idt {
         };
         // SAFETY: the caller guarantees the table is valid and stays put.
         unsafe {
-            asm!("lidt [{}]", in(reg) &raw const pointer, options(readonly, nostack, preserves_flags))
+            asm!("lidt [{}]", in(reg) &raw const pointer, options(readonly, nostack, preserves_flags));
         };
     }
 }

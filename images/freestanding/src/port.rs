@@ -35,7 +35,7 @@ pub unsafe fn outw(port: u16, value: u16) {
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: the caller accepts the device's side effects.
     unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags))
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags));
     };
 }
 
@@ -72,7 +72,7 @@ pub unsafe fn inl(port: u16) -> u32 {
     let value: u32;
     // SAFETY: the caller accepts the device's side effects.
     unsafe {
-        asm!("in eax, dx", in("dx") port, out("eax") value, options(nostack, preserves_flags))
+        asm!("in eax, dx", in("dx") port, out("eax") value, options(nostack, preserves_flags));
     };
     value
 }

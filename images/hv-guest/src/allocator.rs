@@ -22,7 +22,7 @@ pub(crate) unsafe fn init(address: u64, size: u64) {
         ALLOCATOR
             .0
             .get_mut()
-            .init(address as *mut u8, size as usize)
+            .init(address as *mut u8, size as usize);
     };
 }
 

@@ -6,6 +6,7 @@
 
 use core::arch::{asm, global_asm};
 
+use hv_arch_vmx::controls::ExceptionVector;
 use hv_freestanding::gdt::{CODE_SELECTOR, Gdt, TaskStateSegment};
 use hv_freestanding::idt::{Idt, IdtEntry};
 use hv_freestanding::{SingleCpuCell, Stack};
@@ -160,31 +161,13 @@ pub(crate) unsafe fn init() {
     unsafe { idt.load() };
 }
 
-/// The mnemonic of an exception vector (SDM Vol. 3A Table 7-1).
+/// The mnemonic of an exception vector (SDM Vol. 3A Table 7-1), or
+/// "reserved".
 fn mnemonic(vector: u64) -> &'static str {
-    match vector {
-        0 => "#DE",
-        1 => "#DB",
-        2 => "NMI",
-        3 => "#BP",
-        4 => "#OF",
-        5 => "#BR",
-        6 => "#UD",
-        7 => "#NM",
-        8 => "#DF",
-        10 => "#TS",
-        11 => "#NP",
-        12 => "#SS",
-        13 => "#GP",
-        14 => "#PF",
-        16 => "#MF",
-        17 => "#AC",
-        18 => "#MC",
-        19 => "#XM",
-        20 => "#VE",
-        21 => "#CP",
-        _ => "reserved",
-    }
+    u8::try_from(vector)
+        .ok()
+        .and_then(|vector| ExceptionVector::from_vector(vector).mnemonic())
+        .unwrap_or("reserved")
 }
 
 /// Reports an unexpected exception and ends the run. Called by

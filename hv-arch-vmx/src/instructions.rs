@@ -170,6 +170,26 @@ unsafe fn check(carry: u8, zero: u8) -> Result<(), VmFail> {
     }
 }
 
+/// Turns CF and ZF captured right after a VMX instruction that ran in the
+/// caller's own `asm!` (an entry stub that must also switch registers, for
+/// example) into that instruction's result, reading the VM-instruction error
+/// field on `VMfailValid` (SDM 31.2).
+///
+/// # Errors
+///
+/// The [`VmFail`] the flags report.
+///
+/// # Safety
+///
+/// `carry` and `zero` must be CF and ZF as captured directly after a VMX
+/// instruction executed by this logical processor (so it is in VMX operation
+/// at CPL0, and on `VMfailValid` has a current VMCS), with no VMX instruction
+/// in between.
+pub unsafe fn status_from_flags(carry: u8, zero: u8) -> Result<(), VmFail> {
+    // SAFETY: forwarded from the caller.
+    unsafe { check(carry, zero) }
+}
+
 /// Reads and decodes the VM-instruction error field after a `VMfailValid`
 /// (SDM 31.4: the error number is in the 32-bit field at encoding 0x4400).
 ///

@@ -324,6 +324,17 @@ stage2_protected:
     movl ${bios_info}, %ebx
     jmp entry32
 
+    /* The run configuration the launcher patches in the disk image
+       (`RunConfig`): "HVCF", mode, L2 count, policy, L1 illegal case,
+       slices, reserved. Mode 0 (probe only) unless patched. */
+    .balign 16
+    .global hv_run_config
+hv_run_config:
+    .ascii "HVCF"
+    .byte 0, 4, 0, 0
+    .long 32
+    .long 0
+
 stage2_msg_hello: .asciz "hv-standalone: loader: e820, a20, kernel\n"
 stage2_msg_loaded: .asciz "hv-standalone: kernel loaded, entering protected mode\n"
 
@@ -460,6 +471,14 @@ entry64:
     movw %ax, %fs
     movw %ax, %gs
     movq $boot_stack_top, %rsp
+    /* Keep .data as loaded (see `pristine_data`); ESI is the info pointer. */
+    movl %esi, %r8d
+    movq $__data_start, %rsi
+    movq $__pristine_data, %rdi
+    movq $__kernel_load_end, %rcx
+    subq %rsi, %rcx
+    rep movsb
+    movl %r8d, %esi
     movl %ebp, %edi
     movl %esi, %esi
     xorl %ebp, %ebp

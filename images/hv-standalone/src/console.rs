@@ -7,6 +7,7 @@
 //! people.
 
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use hv_freestanding::port::{inb, outb};
 
@@ -19,9 +20,17 @@ const COM1: u16 = 0x3F8;
 const LSR: u16 = 5;
 const LSR_THR_EMPTY: u8 = 1 << 5;
 
+/// Under a hypervisor (CPUID.1:ECX[31]) every port access is a VM exit:
+/// the console then writes port 0xE9 only, which hv's L0 forwards.
+static E9_ONLY: AtomicBool = AtomicBool::new(false);
+
 /// Programs COM1 for 115200 baud, 8 data bits, no parity, one stop bit,
-/// FIFOs on, interrupts off.
+/// FIFOs on, interrupts off; or, under a hypervisor, uses port 0xE9 only.
 pub(crate) fn init() {
+    if core::arch::x86_64::__cpuid(1).ecx & (1 << 31) != 0 {
+        E9_ONLY.store(true, Ordering::Relaxed);
+        return;
+    }
     // SAFETY: the standard 16550 programming sequence; COM1 belongs to us.
     unsafe {
         outb(COM1 + 1, 0x00); // IER: no interrupts
@@ -40,6 +49,9 @@ pub(crate) fn write_byte(byte: u8) {
     // `init` and only transmits.
     unsafe {
         outb(PORT_E9, byte);
+        if E9_ONLY.load(Ordering::Relaxed) {
+            return;
+        }
         // Bounded wait: a missing UART reads 0xFF (bit set) and never hangs.
         for _ in 0..100_000 {
             if inb(COM1 + LSR) & LSR_THR_EMPTY != 0 {

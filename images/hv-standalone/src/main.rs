@@ -20,9 +20,11 @@ extern crate alloc;
 use hv_freestanding as _;
 
 mod boot;
+mod config;
 mod console;
 mod exceptions;
 mod heap;
+mod l0;
 mod memory;
 mod vmx;
 
@@ -34,6 +36,7 @@ use core::fmt::Write as _;
 use hv_freestanding::cpu::{read_cr0, read_cr4};
 use hv_freestanding::port::outb;
 
+use crate::config::{RunConfig, RunMode};
 use crate::memory::{BootProtocol, FrameAllocator, MemoryMap};
 
 unsafe extern "C" {
@@ -81,15 +84,31 @@ extern "sysv64" fn hv_standalone_main(magic: u32, info: u64) -> ! {
     );
     check_heap();
 
-    match vmx::probe(&mut frames) {
-        Ok(report) => {
-            report.print_summary();
-            let mut json = String::new();
-            // Writing to a String cannot fail.
-            let _ = report.write_json(&mut json);
-            println!("@@hv vmx {json}");
-        }
+    let config = match config::run_config() {
+        Ok(config) => config,
+        Err(error) => fail(format_args!("{error}")),
+    };
+    let report = match vmx::probe::probe(&mut frames) {
+        Ok(report) => report,
         Err(error) => fail(format_args!("vmx probe: {error}")),
+    };
+    let under_hv = running_under_hv();
+    if !under_hv {
+        report.print_summary();
+    }
+    let mut json = String::new();
+    // Writing to a String cannot fail.
+    let _ = report.write_json(&mut json);
+    println!("@@hv vmx {json}");
+
+    if under_hv {
+        println!("hv-standalone: running as L1 under hv (CPUID 0x40000000)");
+    } else {
+        match config.mode {
+            RunMode::Probe => {}
+            RunMode::OneLevel => fail(format_args!("one-level mode is not wired yet")),
+            RunMode::Nested => run_nested(&mut frames, &report, &config),
+        }
     }
     println!(
         "@@hv frames total={} in_use={}",
@@ -98,6 +117,91 @@ extern "sysv64" fn hv_standalone_main(magic: u32, info: u64) -> ! {
     );
     println!("@@hv status ok");
     shutdown()
+}
+
+/// CPUID leaf 0x40000000 says hv is the hypervisor below: this boot is L1.
+fn running_under_hv() -> bool {
+    let (_, _, ecx, _) = vmx::cpuid(1);
+    if ecx & (1 << 31) == 0 {
+        return false;
+    }
+    let (_, ebx, ecx, edx) = vmx::cpuid(0x4000_0000);
+    (ebx, ecx, edx) == (l0::HV_SIGNATURE, 0, 0)
+}
+
+/// L0 with nesting: boots this image as L1 and reports what happened.
+fn run_nested(frames: &mut FrameAllocator, report: &vmx::probe::ProbeReport, config: &RunConfig) {
+    println!(
+        "hv-standalone: L0: booting this image as L1 under hv-core ({} L2s, {} slices, policy {:?})",
+        config.l2_count, config.slices, config.policy
+    );
+    match l0::run_nested(frames, &report.capabilities, config) {
+        Ok(outcome) => {
+            let counters = outcome.counters;
+            println!(
+                "hv-standalone: L0: {} ({} L1 exits, {} nested entries, {} reflected, {} EPT02 fills, INVEPT {}, INVVPID {})",
+                outcome.ending,
+                counters.l1_exits,
+                counters.nested_entries,
+                counters.reflected,
+                counters.ept02_fills,
+                outcome.invept,
+                outcome.invvpid
+            );
+            let mut json = String::new();
+            let _ = l0_result_json(&mut json, config, &outcome);
+            println!("@@hv result {json}");
+        }
+        Err(error) => fail(format_args!("nested run: {error}")),
+    }
+}
+
+/// The `@@hv result` record of a nested run (notes/standalone.md).
+fn l0_result_json(
+    out: &mut String,
+    config: &RunConfig,
+    outcome: &l0::NestedOutcome,
+) -> core::fmt::Result {
+    let counters = &outcome.counters;
+    let (steady_invept, steady_invvpid) = outcome.steady_mark.map_or((0, 0), |(invept, invvpid)| {
+        (outcome.invept - invept, outcome.invvpid - invvpid)
+    });
+    let report = outcome.report.unwrap_or_default();
+    write!(
+        out,
+        "{{\"nested\":true,\"l2_guests\":{},\"slices\":{},\"slices_run\":{},\"l2_ok\":{},\
+         \"l2_reports\":{},\"policy\":\"{}\",\"steady_seen\":{},\"ending\":\"{}\",\"l0\":{{\"nested_entries\":{},\
+         \"reflected_exits\":{},\"ept02_fills\":{},\"roots_live\":{},\"invept\":{},\"invvpid\":{},\
+         \"steady_invept\":{},\"steady_invvpid\":{},\"l1_exits\":{}}},\"illegal\":",
+        config.l2_count,
+        config.slices,
+        report.slices_run,
+        outcome.report.is_some() && report.l2_ok && outcome.steady_mark.is_some(),
+        report.reports_checked,
+        config.policy.policy().name(),
+        outcome.steady_mark.is_some(),
+        outcome.ending,
+        counters.nested_entries,
+        counters.reflected,
+        counters.ept02_fills,
+        counters.roots_live,
+        outcome.invept,
+        outcome.invvpid,
+        steady_invept,
+        steady_invvpid,
+        counters.l1_exits,
+    )?;
+    match outcome.illegal {
+        None => out.write_str("null}"),
+        Some(verdict) => write!(
+            out,
+            "{{\"case\":\"{}\",\"ok\":{},\"observed\":{},\"expected\":{}}}}}",
+            verdict.case.map_or("unknown", config::IllegalCase::name),
+            verdict.ok,
+            verdict.observed,
+            verdict.expected
+        ),
+    }
 }
 
 /// SSE was enabled by entry32; check the bits and use it once.

@@ -697,7 +697,6 @@ fn vmx_instructions_outside_vmx_operation_are_undefined() {
         ExitReason::Vmxoff,
         ExitReason::Invept,
         ExitReason::Invvpid,
-        ExitReason::Vmcall,
     ] {
         let rip = h.cpu.rip;
         assert_eq!(
@@ -1605,6 +1604,23 @@ fn vmxoff_leaves_vmx_operation_and_writes_back() {
     // VMXON again: no current VMCS.
     assert_eq!(h.vmxon(VMXON_REGION), SUCCEED);
     assert_eq!(h.vmptrst(), (SUCCEED, u64::MAX));
+}
+
+#[test]
+fn vmcall_outside_vmx_operation_is_a_hypercall() {
+    // L1 runs in L0's VMX non-root operation, where VMCALL exits (SDM 31.3
+    // VMCALL): a hypercall even before L1's own VMXON.
+    let mut h = Harness::new();
+    let rip = h.cpu.rip;
+    assert_eq!(
+        h.run(&exit(
+            ExitReason::Vmcall,
+            VmxInstructionInfo::from_raw(0),
+            0
+        )),
+        Emulation::Vmcall
+    );
+    assert_eq!(h.cpu.rip, rip + u64::from(LENGTH));
 }
 
 #[test]

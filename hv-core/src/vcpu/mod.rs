@@ -108,7 +108,7 @@ pub enum Step {
     /// `platform_mut().l1()` (advancing RIP, or injecting a fault) and
     /// calls `step` again, which runs L1.
     L1Exit(Exit),
-    /// L1 executed VMCALL in VMX root operation at CPL 0: a hypercall to
+    /// L1 executed VMCALL at CPL 0 (in or out of VMX operation): a hypercall to
     /// hv. RIP is already past VMCALL; the embedder implements the ABI on
     /// L1's registers and calls `step` again.
     L1Hypercall,

@@ -29,7 +29,7 @@
 //! - VMXOFF writes the current VMCS12 back to L1 memory (the SDM does not
 //!   require it, SDM 25.11.1; writing back is what a processor may do at any
 //!   time and keeps L1 memory the only copy once L1 leaves VMX operation).
-//! - VMCALL from L1 in VMX root operation at CPL 0 is a hypercall to hv:
+//! - VMCALL from L1 at CPL 0 (in or out of its VMX operation) is a hypercall to hv:
 //!   [`Emulation::Vmcall`], with RIP already advanced and RFLAGS untouched;
 //!   the ABI (registers, results) is hv's and defined by the caller.
 
@@ -196,8 +196,9 @@ pub enum Emulation {
         /// The failed check.
         check: GuestCheck,
     },
-    /// VMCALL from L1 in VMX root operation at CPL 0: a hypercall to hv.
-    /// RIP is already advanced; RFLAGS and registers are the ABI's.
+    /// VMCALL from L1 at CPL 0, in or out of its VMX operation: a
+    /// hypercall to hv. RIP is already advanced; RFLAGS and registers are
+    /// the ABI's.
     Vmcall,
     /// A memory operand maps, through L1's paging, to an L1 physical
     /// address no L1 memory backs: hv cannot complete the instruction.
@@ -484,6 +485,10 @@ impl NestedVmx {
                 return Err(Fault::InvalidOpcode);
             }
             VmxInstruction::Vmxon => {}
+            // L1 always runs in VMX non-root operation of L0, where VMCALL
+            // is a VM exit (SDM 31.3 VMCALL): a hypercall whether or not L1
+            // entered its own (virtual) VMX operation, as KVM treats it.
+            VmxInstruction::Vmcall => {}
             _ if !in_vmx_operation => return Err(Fault::InvalidOpcode),
             _ => {}
         }

@@ -25,10 +25,13 @@ mod console;
 mod exceptions;
 mod heap;
 mod l0;
+mod l1;
 mod memory;
+mod runner;
 mod vmx;
 
 use alloc::collections::BTreeMap;
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
@@ -103,10 +106,14 @@ extern "sysv64" fn hv_standalone_main(magic: u32, info: u64) -> ! {
 
     if under_hv {
         println!("hv-standalone: running as L1 under hv (CPUID 0x40000000)");
+        match l1::run(&mut frames, &report.capabilities, &config) {
+            Ok(outcome) => print_runner_summary("L1", &outcome),
+            Err(error) => fail(format_args!("L1 runner: {error}")),
+        }
     } else {
         match config.mode {
             RunMode::Probe => {}
-            RunMode::OneLevel => fail(format_args!("one-level mode is not wired yet")),
+            RunMode::OneLevel => run_one_level(&mut frames, &report, &config),
             RunMode::Nested => run_nested(&mut frames, &report, &config),
         }
     }
@@ -127,6 +134,104 @@ fn running_under_hv() -> bool {
     }
     let (_, ebx, ecx, edx) = vmx::cpuid(0x4000_0000);
     (ebx, ecx, edx) == (l0::HV_SIGNATURE, 0, 0)
+}
+
+/// The runner's milestones, as L0 sees them in one-level mode.
+#[derive(Debug, Default)]
+struct LocalEvents {
+    steady: bool,
+    illegal: Option<l0::IllegalVerdict>,
+}
+
+impl runner::RunnerEvents for LocalEvents {
+    fn every_guest_ran_once(&mut self) {
+        self.steady = true;
+    }
+
+    fn illegal_result(&mut self, case: config::IllegalCase, ok: bool, observed: u64, expected: u64) {
+        println!(
+            "hv-standalone: illegal case {}: {} (observed {observed}, expected {expected})",
+            case.name(),
+            if ok { "the SDM's answer" } else { "WRONG" }
+        );
+        self.illegal = Some(l0::IllegalVerdict {
+            case: Some(case),
+            ok,
+            observed,
+            expected,
+        });
+    }
+}
+
+fn print_runner_summary(who: &str, report: &runner::RunnerReport) {
+    println!(
+        "hv-standalone: {who}: {} slices, {} reports checked, {} wrong, l2_ok {}",
+        report.slices_run, report.reports_checked, report.wrong_results, report.l2_ok
+    );
+    for (index, guest) in report.guests().iter().enumerate() {
+        println!(
+            "hv-standalone: {who}:   L2 #{index} (VPID {}): {} slices, {} reports, {} exits{}",
+            guest.vpid,
+            guest.slices,
+            guest.reports,
+            guest.exits,
+            guest
+                .failure
+                .map_or_else(String::new, |failure| format!(", FAILED: {failure}"))
+        );
+    }
+}
+
+/// L0 runs the workloads itself on the real VMX (no nesting).
+fn run_one_level(frames: &mut FrameAllocator, probe: &vmx::probe::ProbeReport, config: &RunConfig) {
+    println!(
+        "hv-standalone: L0: running {} L2 workloads for {} slices on the real VMX",
+        config.l2_count, config.slices
+    );
+    let mut events = LocalEvents::default();
+    let runner_config = runner::RunnerConfig::new(config.l2_count, config.slices, config.illegal);
+    match runner::run(frames, &probe.capabilities, &runner_config, &mut events) {
+        Ok(report) => {
+            print_runner_summary("L0", &report);
+            let mut json = String::new();
+            let _ = write!(
+                json,
+                "{{\"nested\":false,\"l2_guests\":{},\"slices\":{},\"slices_run\":{},\"l2_ok\":{},\
+                 \"l2_reports\":{},\"policy\":null,\"steady_seen\":{},\"ending\":\"runner finished\",\
+                 \"l0\":{{\"nested_entries\":0,\"reflected_exits\":0,\"ept02_fills\":0,\"roots_live\":0,\
+                 \"invept\":{},\"invvpid\":{},\"steady_invept\":{},\"steady_invvpid\":{},\"l1_exits\":0}},\
+                 \"illegal\":",
+                config.l2_count,
+                config.slices,
+                report.slices_run,
+                report.l2_ok && events.steady,
+                report.reports_checked,
+                events.steady,
+                report.invept,
+                report.invvpid,
+                report.steady_invept,
+                report.steady_invvpid,
+            );
+            let _ = write_illegal_json(&mut json, events.illegal);
+            json.push('}');
+            println!("@@hv result {json}");
+        }
+        Err(error) => fail(format_args!("one-level runner: {error}")),
+    }
+}
+
+fn write_illegal_json(out: &mut String, illegal: Option<l0::IllegalVerdict>) -> core::fmt::Result {
+    match illegal {
+        None => out.write_str("null"),
+        Some(verdict) => write!(
+            out,
+            "{{\"case\":\"{}\",\"ok\":{},\"observed\":{},\"expected\":{}}}",
+            verdict.case.map_or("unknown", config::IllegalCase::name),
+            verdict.ok,
+            verdict.observed,
+            verdict.expected
+        ),
+    }
 }
 
 /// L0 with nesting: boots this image as L1 and reports what happened.
@@ -191,17 +296,8 @@ fn l0_result_json(
         steady_invvpid,
         counters.l1_exits,
     )?;
-    match outcome.illegal {
-        None => out.write_str("null}"),
-        Some(verdict) => write!(
-            out,
-            "{{\"case\":\"{}\",\"ok\":{},\"observed\":{},\"expected\":{}}}}}",
-            verdict.case.map_or("unknown", config::IllegalCase::name),
-            verdict.ok,
-            verdict.observed,
-            verdict.expected
-        ),
-    }
+    write_illegal_json(out, outcome.illegal)?;
+    out.write_str("}")
 }
 
 /// SSE was enabled by entry32; check the bits and use it once.

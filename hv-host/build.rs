@@ -58,7 +58,11 @@ fn main() {
     let images = repository.join("images");
     let target_dir = images.join("target");
 
-    watch_sources(&images, &repository.join("hv-guest-abi"));
+    // The images link these workspace crates by path (hv-standalone runs
+    // hv-core on hardware): a change to any of them rebuilds the images.
+    let path_dependencies =
+        ["hv-guest-abi", "hv-arch-vmx", "hv-mmu", "hv-core"].map(|name| repository.join(name));
+    watch_sources(&images, &path_dependencies);
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
@@ -109,7 +113,7 @@ fn should_remove(name: &OsStr) -> bool {
 /// Asks cargo to rerun this script when a source of the images changes:
 /// every entry of `images/` except `target/` (cargo scans directories
 /// recursively), and the ABI crate they share with the host.
-fn watch_sources(images: &Path, abi: &Path) {
+fn watch_sources(images: &Path, path_dependencies: &[PathBuf]) {
     let entries =
         fs::read_dir(images).unwrap_or_else(|error| panic!("{}: {error}", images.display()));
     for entry in entries {
@@ -123,10 +127,12 @@ fn watch_sources(images: &Path, abi: &Path) {
             println!("cargo:rerun-if-changed={}", path.display());
         }
     }
-    println!("cargo:rerun-if-changed={}", abi.join("src").display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        abi.join("Cargo.toml").display()
-    );
+    for crate_dir in path_dependencies {
+        println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            crate_dir.join("Cargo.toml").display()
+        );
+    }
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -1,6 +1,13 @@
-//! hv-standalone on Bochs: the image's multiboot2 header and disk layout,
-//! and a real boot that runs the L0 VMX probe (VMXON, a VMCS round trip,
-//! VMXOFF) against Bochs's VMX implementation.
+//! hv-standalone on Bochs: the image's multiboot2 header, disk layout and
+//! run-config record; a real boot that runs the L0 VMX probe (VMXON, a
+//! VMCS round trip, VMXOFF) against Bochs's VMX implementation; the L2
+//! workloads in one level (L0 on Bochs's VMX) and nested (hv L1 under hv
+//! L0, with the `hv` and `flush-always` EPT02 policies); and L1 doing
+//! something illegal (VMXON twice, VMLAUNCH with a bad control, an EPT12
+//! pointing outside its memory) and getting the SDM's answer.
+//!
+//! K = 4 workloads and N = 8 slices (2K) keep each run to seconds of Bochs
+//! time.
 //!
 //! The Bochs run needs `bochs` (Debian: `bochs bochsbios vgabios`). Without
 //! it the run is skipped with a note, unless `HV_REQUIRE_BOCHS=1`, which
@@ -12,9 +19,18 @@ use std::time::Duration;
 use hv_arch_vmx::capabilities::VmxCapabilities;
 use hv_arch_vmx::msr::VmxMsr;
 use hv_host::standalone::{
-    RunFailure, StandaloneError, StandaloneOptions, build_disk_image, default_image_path,
-    multiboot2_header, run,
+    FailedRun, IllegalCase, Policy, RunConfig, RunConfigError, RunFailure, RunMode,
+    StandaloneError, StandaloneOptions, StandaloneReport, build_disk_image, cli,
+    default_image_path, multiboot2_header, run,
 };
+
+/// K for the workload runs.
+const K: u8 = 4;
+/// N for the workload runs: 2K, enough for every L2 to run twice (so the
+/// steady state after the first round has nested entries in it).
+const N: u32 = 8;
+/// Wall-clock limit for one workload run (Bochs on a shared machine).
+const RUN_TIMEOUT: Duration = Duration::from_mins(10);
 
 fn image_path() -> PathBuf {
     let path = default_image_path();
@@ -87,27 +103,102 @@ fn image_makes_a_bootable_disk() {
 }
 
 #[test]
-fn later_milestone_flags_are_rejected_clearly() {
-    for options in [
-        StandaloneOptions {
-            nested: true,
-            ..StandaloneOptions::default()
-        },
-        StandaloneOptions {
-            l2_guests: Some(4),
-            ..StandaloneOptions::default()
-        },
-        StandaloneOptions {
-            policy: Some("hv".to_owned()),
-            ..StandaloneOptions::default()
-        },
+fn image_carries_a_run_config_record_in_its_loader() {
+    let elf = std::fs::read(image_path()).unwrap();
+    let mut disk = build_disk_image(&elf).unwrap();
+    let record = disk
+        .config_record()
+        .expect("no HVCF record in the loader sectors");
+    assert!(record >= 512 && record + 16 <= 512 * (1 + disk.loader_sectors as usize));
+    let config = RunConfig {
+        mode: RunMode::Nested,
+        l2_guests: 3,
+        policy: Some(Policy::Xen),
+        l1_illegal: Some(IllegalCase::Ept12Outside),
+        slices: 77,
+    };
+    disk.set_run_config(&config).unwrap();
+    assert_eq!(
+        &disk.bytes[record..record + 16],
+        &[b'H', b'V', b'C', b'F', 2, 3, 2, 3, 77, 0, 0, 0, 0, 0, 0, 0]
+    );
+}
+
+#[test]
+fn invalid_run_configs_are_rejected_before_bochs_starts() {
+    for (config, expected) in [
+        (
+            RunConfig {
+                policy: Some(Policy::FlushAlways),
+                ..RunConfig::default()
+            },
+            RunConfigError::PolicyWithoutNested("flush-always"),
+        ),
+        (
+            RunConfig {
+                l2_guests: 9,
+                ..RunConfig::default()
+            },
+            RunConfigError::L2Guests(9),
+        ),
+        (
+            RunConfig {
+                mode: RunMode::Nested,
+                slices: 0,
+                ..RunConfig::default()
+            },
+            RunConfigError::Slices(0),
+        ),
     ] {
+        let options = StandaloneOptions {
+            image: Some(image_path()),
+            bochs: PathBuf::from("/nonexistent/bochs"),
+            config,
+            ..StandaloneOptions::default()
+        };
         let error = run(&options, |_| {}).unwrap_err();
         assert!(
-            matches!(error, StandaloneError::NotYetImplemented { .. }),
+            matches!(&error, StandaloneError::Config(found) if *found == expected),
             "{error}"
         );
-        assert!(error.to_string().contains("not yet implemented"));
+    }
+}
+
+/// Runs the `hv` binary with `args`; returns (success, stdout, stderr).
+fn hv(args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hv"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_command_line_rejects_bad_combinations() {
+    for (args, says) in [
+        (&["standalone", "--policy", "hv"][..], "--nested"),
+        (&["standalone", "--nested", "--policy", "vmware"], "vmware"),
+        (&["standalone", "--l2", "0"], "0"),
+        (&["standalone", "--l2", "9"], "9"),
+        (&["standalone", "--slices", "0"], "0"),
+        (&["standalone", "--probe-only", "--nested"], "--nested"),
+        (
+            &["standalone", "--l1-illegal", "vmxon-thrice"],
+            "vmxon-thrice",
+        ),
+    ] {
+        let (success, _, stderr) = hv(args);
+        assert!(!success, "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let (success, stdout, _) = hv(&["standalone", "--help"]);
+    assert!(success);
+    for flag in ["--nested", "--l2", "--slices", "--policy", "flush-always"] {
+        assert!(stdout.contains(flag), "--help lacks {flag}:\n{stdout}");
     }
 }
 
@@ -134,6 +225,10 @@ fn boots_on_bochs_and_probes_vmx_as_l0() {
     let options = StandaloneOptions {
         image: Some(image_path()),
         timeout: Duration::from_mins(1),
+        config: RunConfig {
+            mode: RunMode::Probe,
+            ..RunConfig::default()
+        },
         ..StandaloneOptions::default()
     };
     let mut streamed = 0;
@@ -142,8 +237,10 @@ fn boots_on_bochs_and_probes_vmx_as_l0() {
         Err(error) => panic!("hv standalone failed:\n{error}"),
     };
     assert_eq!(report.engine, "bochs");
+    assert_eq!(report.mode, RunMode::Probe);
     assert!(!report.nested);
     assert_eq!(report.status, "ok");
+    assert_eq!((report.l2_ok, report.l0.as_ref()), (None, None));
     assert!(streamed > 10, "the console was streamed");
 
     // The boot path, stage by stage.
@@ -214,18 +311,22 @@ fn an_unexpected_exception_is_reported_with_vector_and_rip() {
         image: Some(image_path()),
         timeout: Duration::from_mins(1),
         self_test_exception: true,
+        config: RunConfig {
+            mode: RunMode::Probe,
+            ..RunConfig::default()
+        },
         ..StandaloneOptions::default()
     };
     let error = run(&options, |_| {}).unwrap_err();
-    let StandaloneError::RunFailed {
+    let StandaloneError::RunFailed(failed) = &error else {
+        panic!("expected a failed run, got: {error}");
+    };
+    let FailedRun {
         failure,
         console_tail,
         run_dir,
         ..
-    } = &error
-    else {
-        panic!("expected a failed run, got: {error}");
-    };
+    } = failed.as_ref();
     let RunFailure::Exception(detail) = failure else {
         panic!("expected an exception, got: {error}");
     };
@@ -241,4 +342,151 @@ fn an_unexpected_exception_is_reported_with_vector_and_rip() {
     );
     assert!(error.to_string().contains("Bochs log"));
     let _ = std::fs::remove_dir_all(run_dir);
+}
+
+/// Runs the image with `config` (K = 4, N = 8 unless set) and returns the
+/// report of a successful run; panics with the launcher's error (console
+/// tail, Bochs log lines) otherwise.
+fn run_workloads(config: RunConfig) -> StandaloneReport {
+    let options = StandaloneOptions {
+        image: Some(image_path()),
+        timeout: RUN_TIMEOUT,
+        config,
+        ..StandaloneOptions::default()
+    };
+    let mut l1_lines = 0;
+    let report = match run(&options, |line| {
+        if line.starts_with("L1| ") {
+            l1_lines += 1;
+        }
+    }) {
+        Ok(report) => report,
+        Err(error) => panic!("hv standalone {config:?} failed:\n{error}"),
+    };
+    eprintln!("{}", cli::summary(&report));
+    assert_eq!(report.status, "ok");
+    assert_eq!(report.mode, config.mode);
+    assert_eq!(report.nested, config.mode == RunMode::Nested);
+    assert_eq!(report.l2_guests, Some(config.l2_guests));
+    assert_eq!(report.slices, Some(config.slices));
+    assert_eq!(report.l2_ok, Some(true));
+    assert_eq!(report.slices_run, Some(u64::from(config.slices)));
+    assert!(report.l0.is_some());
+    assert!(report.bochs_instructions.is_some_and(|count| count > 0));
+    if config.mode == RunMode::Nested {
+        assert!(l1_lines > 0, "L1's console was forwarded with `L1| `");
+        assert!(
+            report.console.iter().any(|line| line.starts_with("L1| ")),
+            "L1's lines are in the console"
+        );
+    }
+    report
+}
+
+fn one_level() -> RunConfig {
+    RunConfig {
+        mode: RunMode::OneLevel,
+        l2_guests: K,
+        policy: None,
+        l1_illegal: None,
+        slices: N,
+    }
+}
+
+fn nested(policy: Policy) -> RunConfig {
+    RunConfig {
+        mode: RunMode::Nested,
+        policy: Some(policy),
+        ..one_level()
+    }
+}
+
+#[test]
+fn one_level_l0_runs_four_l2_workloads() {
+    if !require_bochs() {
+        return;
+    }
+    let report = run_workloads(one_level());
+    assert_eq!(report.policy, None);
+    assert_eq!(report.illegal, None);
+    let l0 = report.l0.unwrap();
+    assert_eq!(l0.nested_entries, 0);
+    assert_eq!(l0.reflected_exits, 0);
+    assert_eq!(l0.ept02_fills, 0);
+    assert_eq!(l0.roots_live, 0);
+    assert_eq!(l0.l1_exits, 0);
+}
+
+#[test]
+fn nested_k4_policy_hv_has_no_steady_state_flushes() {
+    if !require_bochs() {
+        return;
+    }
+    let report = run_workloads(nested(Policy::Hv));
+    assert_eq!(report.policy, Some(Policy::Hv));
+    let l0 = report.l0.unwrap();
+    assert!(l0.nested_entries > 0, "{l0:?}");
+    assert!(l0.ept02_fills > 0, "{l0:?}");
+    assert!(l0.roots_live >= u64::from(K), "one root per L2: {l0:?}");
+    assert!(l0.l1_exits > 0, "{l0:?}");
+    assert_eq!(l0.steady_invept, 0, "{l0:?}");
+    assert_eq!(l0.steady_invvpid, 0, "{l0:?}");
+}
+
+#[test]
+fn nested_k4_policy_flush_always_flushes_on_every_entry() {
+    if !require_bochs() {
+        return;
+    }
+    let report = run_workloads(nested(Policy::FlushAlways));
+    assert_eq!(report.policy, Some(Policy::FlushAlways));
+    let l0 = report.l0.unwrap();
+    assert!(l0.nested_entries > 0, "{l0:?}");
+    assert!(
+        l0.invept >= l0.nested_entries,
+        "at least one INVEPT per nested entry: {l0:?}"
+    );
+    assert!(l0.steady_invept > 0, "{l0:?}");
+}
+
+/// Runs an illegal case and checks the SDM's answer came back and the run
+/// went on: the workloads still ran and checked out.
+fn illegal(mode: RunMode, case: IllegalCase) {
+    if !require_bochs() {
+        return;
+    }
+    let config = RunConfig {
+        mode,
+        l1_illegal: Some(case),
+        policy: (mode == RunMode::Nested).then_some(Policy::Hv),
+        ..one_level()
+    };
+    let report = run_workloads(config);
+    let outcome = report.illegal.expect("the illegal case's outcome");
+    assert_eq!(outcome.case, case);
+    assert!(outcome.ok, "{outcome:?}");
+    assert_eq!(outcome.observed, outcome.expected, "{outcome:?}");
+    // L0 kept running: the workloads ran after it (run_workloads checked
+    // l2_ok and the status).
+    assert_eq!(report.l2_ok, Some(true));
+}
+
+#[test]
+fn nested_l1_vmxon_twice_gets_the_sdm_answer() {
+    illegal(RunMode::Nested, IllegalCase::VmxonTwice);
+}
+
+#[test]
+fn nested_l1_vmlaunch_with_a_bad_control_gets_the_sdm_answer() {
+    illegal(RunMode::Nested, IllegalCase::VmlaunchBadControl);
+}
+
+#[test]
+fn nested_l1_ept12_outside_its_memory_gets_the_sdm_answer() {
+    illegal(RunMode::Nested, IllegalCase::Ept12Outside);
+}
+
+#[test]
+fn one_level_vmlaunch_with_a_bad_control_gets_bochs_answer() {
+    illegal(RunMode::OneLevel, IllegalCase::VmlaunchBadControl);
 }

@@ -706,6 +706,67 @@ fn a_new_root_linking_shared_tables_older_than_the_last_invept_resyncs_them() {
 }
 
 #[test]
+fn a_new_root_resyncs_tables_l1_rewrote_after_retiring_their_root() {
+    // Found on Bochs (hv L1 under hv L0): L1 retires guest A with INVEPT,
+    // frees A's EPT12 frames, and builds guest B's EPT12 in them with a new
+    // root. No INVEPT is needed for B (the processor caches nothing for a
+    // new EPTRTA, SDM 29.4.1), so B must not inherit A's shadow tables.
+    for policy in Policy::ALL {
+        let mut world = World::new(policy, 64 * MIB);
+        let mut a = world.builder(0x100_0000);
+        a.map_range(
+            &mut world.memory,
+            L2Gpa::new(0),
+            L1Gpa::new(0x20_0000),
+            0x8000,
+            PageSize::Size4K,
+            RW,
+        )
+        .unwrap();
+        world.mmu.switch_to(a.eptp(false)).unwrap();
+        for page in 0..8 {
+            world.touch(page * 0x1000, Access::READ);
+        }
+        world
+            .mmu
+            .invept_single_context(&world.memory, a.eptp(false));
+        // A's PT (reached through its PD) now maps other pages; B's own
+        // PML4 and PDPT lead to A's PD.
+        a.map_range(
+            &mut world.memory,
+            L2Gpa::new(0),
+            L1Gpa::new(0x30_0000),
+            0x8000,
+            PageSize::Size4K,
+            RW,
+        )
+        .unwrap();
+        let mut b = world.builder(0x180_0000);
+        b.map(
+            &mut world.memory,
+            L2Gpa::new(0),
+            L1Gpa::new(0x30_0000),
+            PageSize::Size4K,
+            R,
+        )
+        .unwrap();
+        let pd = Ept12Builder::entry(&world.memory, a.table_pages()[1], 0).unwrap();
+        Ept12Builder::set_entry(&mut world.memory, b.table_pages()[1], 0, pd).unwrap();
+        world.mmu.switch_to(b.eptp(false)).unwrap();
+        for page in 0..8 {
+            world.touch(page * 0x1000, Access::READ);
+        }
+        check_root(&world, b.eptp(false));
+        let (host, _, _) = walk02(&world.mmu, 0x3000).unwrap();
+        assert_eq!(
+            host,
+            HOST.wrapping_add(0x30_3000),
+            "{policy:?}: B sees the current EPT12"
+        );
+    }
+}
+
+#[test]
 fn kvm_invept_of_the_loaded_root_rebuilds_it_without_stale_shared_tables() {
     let mut world = World::new(Policy::Kvm, 64 * MIB);
     let (mut a, eptp_a, eptp_b, _) = three_roots(&mut world);

@@ -484,11 +484,11 @@ impl NestedVmx {
             VmxInstruction::Vmxon if !cpu.cr4().contains(Cr4::VMXE) => {
                 return Err(Fault::InvalidOpcode);
             }
-            VmxInstruction::Vmxon => {}
-            // L1 always runs in VMX non-root operation of L0, where VMCALL
-            // is a VM exit (SDM 31.3 VMCALL): a hypercall whether or not L1
-            // entered its own (virtual) VMX operation, as KVM treats it.
-            VmxInstruction::Vmcall => {}
+            // VMXON is what enters VMX operation. L1 always runs in VMX
+            // non-root operation of L0, where VMCALL is a VM exit (SDM 31.3
+            // VMCALL): a hypercall whether or not L1 entered its own
+            // (virtual) VMX operation, as KVM treats it.
+            VmxInstruction::Vmxon | VmxInstruction::Vmcall => {}
             _ if !in_vmx_operation => return Err(Fault::InvalidOpcode),
             _ => {}
         }

@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{DiskImage, RunFailure, StandaloneError, StandaloneOptions, StandaloneReport};
+use super::{
+    DiskImage, FailedRun, RunConfig, RunFailure, RunMode, StandaloneError, StandaloneOptions,
+    StandaloneReport, read_result,
+};
 
 /// The emulated CPU: Skylake-X has VMX with EPT, VPID, unrestricted guest
 /// and VMCS shadowing in Bochs 2.7.
@@ -369,25 +372,37 @@ impl RunOutcome {
     }
 
     fn failure(self, failure: RunFailure) -> StandaloneError {
+        self.failure_with_report(failure, None)
+    }
+
+    fn failure_with_report(
+        self,
+        failure: RunFailure,
+        report: Option<StandaloneReport>,
+    ) -> StandaloneError {
         let start = self.console.len().saturating_sub(super::CONSOLE_TAIL_LINES);
-        StandaloneError::RunFailed {
+        StandaloneError::RunFailed(Box::new(FailedRun {
             failure,
             console_tail: self.console[start..].to_vec(),
             log_lines: self.relevant_log_lines(),
             run_dir: self.run_dir,
-        }
+            report,
+        }))
     }
 
-    /// Judges the run by what the image printed.
+    /// Judges the run by what the image printed: L0's `@@hv` records (L1's
+    /// lines arrive as `L1| ...` and are console only).
     pub(super) fn into_report(
         self,
         image: PathBuf,
-        cpu_model: &'static str,
+        bochs: &BochsConfig,
+        run: RunConfig,
     ) -> Result<StandaloneReport, StandaloneError> {
         if let Some(after) = self.timed_out {
             return Err(self.failure(RunFailure::Timeout(after)));
         }
         let mut status = None;
+        let mut result_json = None;
         let mut vmx = serde_json::Value::Null;
         let mut frames = serde_json::Map::new();
         let mut console = Vec::new();
@@ -399,6 +414,7 @@ impl RunOutcome {
             let (key, value) = record.split_once(' ').unwrap_or((record, ""));
             match key {
                 "status" => status = Some(value.to_owned()),
+                "result" => result_json = Some(value.to_owned()),
                 "vmx" => {
                     vmx = serde_json::from_str(value)
                         .unwrap_or(serde_json::Value::String(value.to_owned()));
@@ -422,6 +438,7 @@ impl RunOutcome {
             Some(other) => Some(match other.split_once(' ').unwrap_or((other, "")) {
                 ("exception", detail) => RunFailure::Exception(detail.to_owned()),
                 ("panic", detail) => RunFailure::Panic(detail.to_owned()),
+                ("fail", detail) => RunFailure::ImageFailed(detail.to_owned()),
                 (_, _) => RunFailure::ImageFailed(other.to_owned()),
             }),
             None if triple_fault => Some(RunFailure::TripleFault),
@@ -430,18 +447,37 @@ impl RunOutcome {
         if let Some(failure) = failure {
             return Err(self.failure(failure));
         }
-        let report = StandaloneReport {
+        let mut report = StandaloneReport {
             engine: "bochs",
+            mode: RunMode::Probe,
             nested: false,
+            l2_guests: None,
+            slices: None,
+            slices_run: None,
+            l2_ok: None,
+            l2_reports: None,
+            policy: None,
+            l0: None,
+            illegal: None,
             status: "ok".to_owned(),
             vmx,
             frames,
             bochs_instructions: self.ticks(),
             bochs_wall_ms: u64::try_from(self.wall.as_millis()).unwrap_or(u64::MAX),
-            cpu_model,
+            cpu_model: bochs.cpu_model,
+            memory_mib: bochs.memory_mib,
             image,
             console,
         };
+        let result = match read_result(&run, result_json.as_deref()) {
+            Ok(result) => result,
+            Err(failure) => return Err(self.failure(failure)),
+        };
+        let checked = result.as_ref().map_or(Ok(()), |result| result.check(&run));
+        report.set_run(run, result);
+        if let Err(failure) = checked {
+            return Err(self.failure_with_report(failure, Some(report)));
+        }
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.run_dir);
         }

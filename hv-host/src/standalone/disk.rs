@@ -71,6 +71,15 @@ pub enum DiskImageError {
     /// The boot sector has no "HVBT" layout record.
     #[error("the boot sector has no HVBT layout record")]
     NoLayoutRecord,
+    /// The loader sectors have no "HVCF" run-config record (an image older
+    /// than the nested milestone).
+    #[error(
+        "the image's loader has no HVCF run-config record (an older image: rebuild images/, or use --probe-only)"
+    )]
+    NoConfigRecord,
+    /// The run configuration is invalid.
+    #[error("invalid run configuration: {0}")]
+    RunConfig(#[from] RunConfigError),
     /// The boot sector's sector counts disagree with the ELF segments.
     #[error("the boot sector loads {recorded} {what} sectors but the ELF has {actual}")]
     LayoutMismatch {
@@ -98,6 +107,184 @@ pub struct DiskImage {
     pub layout_record: usize,
 }
 
+/// Magic of the 16-byte run-config record in the loader (`.stage2`).
+pub const CONFIG_RECORD_MAGIC: [u8; 4] = *b"HVCF";
+/// Size of the run-config record.
+pub const CONFIG_RECORD_BYTES: usize = 16;
+/// The most L2 workloads the image runs.
+pub const MAX_L2_GUESTS: u8 = 8;
+/// The most round-robin slices the launcher asks for.
+pub const MAX_SLICES: u32 = 100_000;
+
+/// What the image does after the VMX probe (record byte 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunMode {
+    /// Probe VMX and stop (the first milestone).
+    Probe = 0,
+    /// L0 runs the L2 workloads itself, on the real VMX.
+    OneLevel = 1,
+    /// L0 runs the same image as L1, which runs the L2 workloads.
+    Nested = 2,
+}
+
+/// The EPT02 root-cache policy of L0 in nested runs (record byte 6).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// hv's own: precise resync, no flush on a cached root.
+    Hv = 0,
+    /// A model of KVM (4 cached roots).
+    Kvm = 1,
+    /// A model of Xen (10 nested tables).
+    Xen = 2,
+    /// INVEPT on every nested entry (the 2018 behaviour).
+    FlushAlways = 3,
+}
+
+impl Policy {
+    /// The name on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hv => "hv",
+            Self::Kvm => "kvm",
+            Self::Xen => "xen",
+            Self::FlushAlways => "flush-always",
+        }
+    }
+}
+
+/// Something illegal the runner does before its workloads (record byte 7),
+/// to check the answer it gets (from L0's nested VMX, or Bochs's VMX in one
+/// level).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum IllegalCase {
+    /// VMXON while already in VMX operation: `VMfailValid`, error 15.
+    VmxonTwice = 1,
+    /// VMLAUNCH with a reserved control set: `VMfailValid`, error 7.
+    VmlaunchBadControl = 2,
+    /// An EPT12 entry pointing outside the runner's memory: the L2 access
+    /// ends in the VM exit the SDM prescribes (the result's `expected`),
+    /// and L0 keeps running.
+    Ept12Outside = 3,
+}
+
+impl IllegalCase {
+    /// The name on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::VmxonTwice => "vmxon-twice",
+            Self::VmlaunchBadControl => "vmlaunch-bad-control",
+            Self::Ept12Outside => "ept12-outside",
+        }
+    }
+}
+
+/// Why a [`RunConfig`] cannot be written.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RunConfigError {
+    /// `l2_guests` outside `1..=8`.
+    #[error("--l2 {0}: the image runs 1 to {MAX_L2_GUESTS} L2 workloads")]
+    L2Guests(u32),
+    /// `slices` outside `1..=100000`.
+    #[error("--slices {0}: between 1 and {MAX_SLICES}")]
+    Slices(u32),
+    /// A policy in a run without nesting.
+    #[error("--policy {0} needs --nested (the policy is L0's EPT02 cache)")]
+    PolicyWithoutNested(&'static str),
+    /// Workload settings in a probe-only run.
+    #[error("--l1-illegal {0} needs a run with workloads (not --probe-only)")]
+    IllegalInProbe(&'static str),
+}
+
+/// The run configuration the launcher patches into the image's "HVCF"
+/// record (`notes/standalone.md`): bytes 0..4 magic, 4 mode, 5 L2 count,
+/// 6 policy, 7 illegal case, 8..12 slices, 12..16 reserved (zero); little
+/// endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunConfig {
+    /// What to run.
+    pub mode: RunMode,
+    /// Number of L2 workloads, K (1..=8).
+    pub l2_guests: u8,
+    /// L0's EPT02 policy (nested runs only; `None` there means hv).
+    pub policy: Option<Policy>,
+    /// Something illegal the runner does first.
+    pub l1_illegal: Option<IllegalCase>,
+    /// Round-robin slices, N.
+    pub slices: u32,
+}
+
+impl Default for RunConfig {
+    /// One level, K = 4, N = 32.
+    fn default() -> Self {
+        Self {
+            mode: RunMode::OneLevel,
+            l2_guests: 4,
+            policy: None,
+            l1_illegal: None,
+            slices: 32,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Checks the ranges and combinations.
+    ///
+    /// # Errors
+    ///
+    /// The first [`RunConfigError`] found.
+    pub fn validate(&self) -> Result<(), RunConfigError> {
+        if !(1..=MAX_L2_GUESTS).contains(&self.l2_guests) {
+            return Err(RunConfigError::L2Guests(u32::from(self.l2_guests)));
+        }
+        if !(1..=MAX_SLICES).contains(&self.slices) {
+            return Err(RunConfigError::Slices(self.slices));
+        }
+        if let Some(policy) = self.policy
+            && self.mode != RunMode::Nested
+        {
+            return Err(RunConfigError::PolicyWithoutNested(policy.name()));
+        }
+        if let Some(case) = self.l1_illegal
+            && self.mode == RunMode::Probe
+        {
+            return Err(RunConfigError::IllegalInProbe(case.name()));
+        }
+        Ok(())
+    }
+
+    /// The policy in effect: hv by default in nested runs, none otherwise.
+    pub fn effective_policy(&self) -> Option<Policy> {
+        match self.mode {
+            RunMode::Nested => Some(self.policy.unwrap_or(Policy::Hv)),
+            RunMode::Probe | RunMode::OneLevel => None,
+        }
+    }
+
+    /// The 16 record bytes.
+    ///
+    /// # Errors
+    ///
+    /// A [`RunConfigError`] if the configuration is invalid.
+    pub fn record(&self) -> Result<[u8; CONFIG_RECORD_BYTES], RunConfigError> {
+        self.validate()?;
+        let mut record = [0u8; CONFIG_RECORD_BYTES];
+        record[..4].copy_from_slice(&CONFIG_RECORD_MAGIC);
+        record[4] = self.mode as u8;
+        record[5] = self.l2_guests;
+        record[6] = self.effective_policy().map_or(0, |policy| policy as u8);
+        record[7] = self.l1_illegal.map_or(0, |case| case as u8);
+        record[8..12].copy_from_slice(&self.slices.to_le_bytes());
+        Ok(record)
+    }
+}
+
 /// Boot flag: the image raises #UD once its IDT is installed (a self-test
 /// of the exception path and of failure reporting).
 pub const BOOT_FLAG_SELF_TEST_EXCEPTION: u16 = 1 << 0;
@@ -108,6 +295,34 @@ impl DiskImage {
     pub fn set_boot_flags(&mut self, flags: u16) {
         let at = self.layout_record + 6;
         self.bytes[at..at + 2].copy_from_slice(&flags.to_le_bytes());
+    }
+
+    /// Offset in [`DiskImage::bytes`] of the "HVCF" run-config record: the
+    /// first "HVCF" in the loader sectors (1..=`loader_sectors`) whose 16
+    /// bytes lie inside them and whose reserved word is zero.
+    pub fn config_record(&self) -> Option<usize> {
+        let loader_bytes = usize::try_from(self.loader_sectors)
+            .ok()?
+            .checked_mul(SECTOR_SIZE)?;
+        let end = SECTOR_SIZE.checked_add(loader_bytes)?.min(self.bytes.len());
+        let loader = self.bytes.get(SECTOR_SIZE..end)?;
+        loader
+            .windows(CONFIG_RECORD_BYTES)
+            .position(|window| window[..4] == CONFIG_RECORD_MAGIC && window[12..] == [0, 0, 0, 0])
+            .map(|offset| SECTOR_SIZE + offset)
+    }
+
+    /// Patches the run configuration into the image's "HVCF" record.
+    ///
+    /// # Errors
+    ///
+    /// [`DiskImageError::RunConfig`] if the configuration is invalid,
+    /// [`DiskImageError::NoConfigRecord`] if the loader has no record.
+    pub fn set_run_config(&mut self, config: &RunConfig) -> Result<(), DiskImageError> {
+        let record = config.record()?;
+        let at = self.config_record().ok_or(DiskImageError::NoConfigRecord)?;
+        self.bytes[at..at + CONFIG_RECORD_BYTES].copy_from_slice(&record);
+        Ok(())
     }
 }
 
@@ -406,6 +621,158 @@ mod tests {
         let mut disk = disk;
         disk.set_boot_flags(BOOT_FLAG_SELF_TEST_EXCEPTION);
         assert_eq!(&disk.bytes[0x106..0x108], &[1, 0]);
+    }
+
+    /// A disk whose loader (2 sectors) holds an HVCF record at `at` (an
+    /// offset into the loader), with a decoy "HVCF" in code before it.
+    fn disk_with_config_record(at: usize) -> DiskImage {
+        let mut loader = vec![0x90u8; 1024];
+        loader[4..8].copy_from_slice(b"HVCF"); // an immediate, followed by code
+        loader[16..20].copy_from_slice(&[1, 2, 3, 4]);
+        loader[at..at + 4].copy_from_slice(b"HVCF");
+        loader[at + 4..at + 16].fill(0);
+        let elf = elf_with(&[
+            (0x7C00, boot_sector(2, 1)),
+            (0x7E00, loader),
+            (0x10_0000, b"HVCF in the kernel\0\0\0\0\0\0\0\0".to_vec()),
+        ]);
+        build_disk_image(&elf).unwrap()
+    }
+
+    #[test]
+    fn patches_the_run_config_record() {
+        let mut disk = disk_with_config_record(600);
+        let record = 512 + 600;
+        assert_eq!(disk.config_record(), Some(record));
+        let before = disk.bytes.clone();
+        let config = RunConfig {
+            mode: RunMode::Nested,
+            l2_guests: 8,
+            policy: Some(Policy::FlushAlways),
+            l1_illegal: Some(IllegalCase::Ept12Outside),
+            slices: 0x0001_8203,
+        };
+        disk.set_run_config(&config).unwrap();
+        assert_eq!(
+            &disk.bytes[record..record + 16],
+            &[
+                b'H', b'V', b'C', b'F', 2, 8, 3, 3, 0x03, 0x82, 0x01, 0x00, 0, 0, 0, 0
+            ]
+        );
+        // Nothing else changed.
+        let changed: Vec<usize> = (0..before.len())
+            .filter(|&index| before[index] != disk.bytes[index])
+            .collect();
+        assert!(
+            changed
+                .iter()
+                .all(|&index| (record..record + 16).contains(&index))
+        );
+
+        // Defaults: one level, K = 4, N = 32, no policy byte.
+        disk.set_run_config(&RunConfig::default()).unwrap();
+        assert_eq!(
+            &disk.bytes[record + 4..record + 16],
+            &[1, 4, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0]
+        );
+        // Nested without a policy means hv; probe writes mode 0.
+        let nested = RunConfig {
+            mode: RunMode::Nested,
+            l1_illegal: Some(IllegalCase::VmxonTwice),
+            ..RunConfig::default()
+        };
+        disk.set_run_config(&nested).unwrap();
+        assert_eq!(&disk.bytes[record + 4..record + 8], &[2, 4, 0, 1]);
+        let probe = RunConfig {
+            mode: RunMode::Probe,
+            ..RunConfig::default()
+        };
+        disk.set_run_config(&probe).unwrap();
+        assert_eq!(disk.bytes[record + 4], 0);
+    }
+
+    #[test]
+    fn finds_a_record_at_the_end_of_the_loader_only() {
+        let disk = disk_with_config_record(1024 - 16);
+        assert_eq!(disk.config_record(), Some(512 + 1024 - 16));
+        // A record in the kernel or the boot sector does not count.
+        let elf = elf_with(&[
+            (0x7C00, boot_sector(1, 1)),
+            (0x7E00, vec![0; 100]),
+            (0x10_0000, b"HVCF\0\0\0\0\0\0\0\0\0\0\0\0".to_vec()),
+        ]);
+        let mut disk = build_disk_image(&elf).unwrap();
+        assert_eq!(disk.config_record(), None);
+        assert_eq!(
+            disk.set_run_config(&RunConfig::default()),
+            Err(DiskImageError::NoConfigRecord)
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_run_configs() {
+        let mut disk = disk_with_config_record(64);
+        let before = disk.bytes.clone();
+        for (config, error) in [
+            (
+                RunConfig {
+                    l2_guests: 0,
+                    ..RunConfig::default()
+                },
+                RunConfigError::L2Guests(0),
+            ),
+            (
+                RunConfig {
+                    l2_guests: 9,
+                    ..RunConfig::default()
+                },
+                RunConfigError::L2Guests(9),
+            ),
+            (
+                RunConfig {
+                    slices: 0,
+                    ..RunConfig::default()
+                },
+                RunConfigError::Slices(0),
+            ),
+            (
+                RunConfig {
+                    slices: MAX_SLICES + 1,
+                    ..RunConfig::default()
+                },
+                RunConfigError::Slices(MAX_SLICES + 1),
+            ),
+            (
+                RunConfig {
+                    policy: Some(Policy::Kvm),
+                    ..RunConfig::default()
+                },
+                RunConfigError::PolicyWithoutNested("kvm"),
+            ),
+            (
+                RunConfig {
+                    mode: RunMode::Probe,
+                    l1_illegal: Some(IllegalCase::VmxonTwice),
+                    ..RunConfig::default()
+                },
+                RunConfigError::IllegalInProbe("vmxon-twice"),
+            ),
+        ] {
+            assert_eq!(
+                disk.set_run_config(&config),
+                Err(DiskImageError::RunConfig(error.clone())),
+                "{config:?}"
+            );
+            assert!(!error.to_string().is_empty());
+        }
+        assert_eq!(disk.bytes, before, "nothing patched on an error");
+        // Illegal cases are allowed in one level.
+        let one_level = RunConfig {
+            l1_illegal: Some(IllegalCase::VmlaunchBadControl),
+            ..RunConfig::default()
+        };
+        disk.set_run_config(&one_level).unwrap();
+        assert_eq!(disk.bytes[512 + 64 + 7], 2);
     }
 
     #[test]

@@ -37,8 +37,9 @@
 //!   planned and validated before anything is touched. Adding translations
 //!   never needs a flush, because an EPT violation already invalidates the
 //!   faulting address's cached translations (SDM 29.4.3.1).
-//! - **Resync epochs**: each INVEPT advances an epoch. A root records the
-//!   epoch of its last INVEPT, a table the epoch it was last checked
+//! - **Resync epochs**: each INVEPT and each new root advances an epoch. A
+//!   root records the epoch of its last INVEPT (or creation), a table the
+//!   epoch it was last checked
 //!   against; a table is linked under another only if it is at least as
 //!   fresh, otherwise it (and what lies below it) is resynced first. So a
 //!   shared or orphaned table can never bring stale EPT12 state into a root
@@ -397,6 +398,13 @@ impl<F: FrameAllocator> Mmu<F> {
             role: key.role,
             owner,
         };
+        // A new root starts a resync epoch: the processor holds nothing for
+        // its EPTRTA (SDM 29.4.1), so it must see EPT12 as L1 wrote it now,
+        // not as another root's shadow tables remember it. L1 may rewrite a
+        // table of an EPTP it retired (after INVEPT) and reuse the frame in
+        // a new EPT without another INVEPT; every existing table this root
+        // links is therefore resynced first (`find_or_create`).
+        self.epoch += 1;
         // A top-level table is only ever a root's (no walk of the same role
         // reaches its level from below), so it is always new.
         let table = self.tables.insert(table_key, frame, self.epoch);

@@ -288,7 +288,7 @@ mod tests {
         let mut state = 0x9e37_79b9_7f4a_7c15;
         for round in 0..20_000u32 {
             let roll = next_random(&mut state);
-            if roll % 3 != 0 || live.is_empty() {
+            if !roll.is_multiple_of(3) || live.is_empty() {
                 let size = (next_random(&mut state) % 2048) as usize + 1;
                 let align = 1 << (next_random(&mut state) % 8);
                 let layout = Layout::from_size_align(size, align).unwrap();

@@ -113,7 +113,9 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadMagic => f.write_str("run config record has no HVCF magic"),
-            Self::BadField(name, value) => write!(f, "run config: {name} = {value} is out of range"),
+            Self::BadField(name, value) => {
+                write!(f, "run config: {name} = {value} is out of range")
+            }
         }
     }
 }

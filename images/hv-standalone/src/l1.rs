@@ -70,14 +70,13 @@ impl RunnerEvents for HypercallEvents {
             expected,
         );
     }
-
 }
 
 /// Runs the workloads as L1 and prints the outcome (L0 forwards it).
 pub(crate) fn run(
     frames: &mut crate::memory::FrameAllocator,
     caps: &hv_arch_vmx::capabilities::VmxCapabilities,
-    config: &RunConfig,
+    config: RunConfig,
 ) -> Result<RunnerReport, crate::runner::RunnerError> {
     let mut events = HypercallEvents::default();
     let runner_config =

@@ -106,15 +106,15 @@ extern "sysv64" fn hv_standalone_main(magic: u32, info: u64) -> ! {
 
     if under_hv {
         println!("hv-standalone: running as L1 under hv (CPUID 0x40000000)");
-        match l1::run(&mut frames, &report.capabilities, &config) {
+        match l1::run(&mut frames, &report.capabilities, config) {
             Ok(outcome) => print_runner_summary("L1", &outcome),
             Err(error) => fail(format_args!("L1 runner: {error}")),
         }
     } else {
         match config.mode {
             RunMode::Probe => {}
-            RunMode::OneLevel => run_one_level(&mut frames, &report, &config),
-            RunMode::Nested => run_nested(&mut frames, &report, &config),
+            RunMode::OneLevel => run_one_level(&mut frames, &report, config),
+            RunMode::Nested => run_nested(&mut frames, &report, config),
         }
     }
     println!(
@@ -148,7 +148,13 @@ impl runner::RunnerEvents for LocalEvents {
         self.steady = true;
     }
 
-    fn illegal_result(&mut self, case: config::IllegalCase, ok: bool, observed: u64, expected: u64) {
+    fn illegal_result(
+        &mut self,
+        case: config::IllegalCase,
+        ok: bool,
+        observed: u64,
+        expected: u64,
+    ) {
         println!(
             "hv-standalone: illegal case {}: {} (observed {observed}, expected {expected})",
             case.name(),
@@ -183,7 +189,7 @@ fn print_runner_summary(who: &str, report: &runner::RunnerReport) {
 }
 
 /// L0 runs the workloads itself on the real VMX (no nesting).
-fn run_one_level(frames: &mut FrameAllocator, probe: &vmx::probe::ProbeReport, config: &RunConfig) {
+fn run_one_level(frames: &mut FrameAllocator, probe: &vmx::probe::ProbeReport, config: RunConfig) {
     println!(
         "hv-standalone: L0: running {} L2 workloads for {} slices on the real VMX",
         config.l2_count, config.slices
@@ -235,7 +241,7 @@ fn write_illegal_json(out: &mut String, illegal: Option<l0::IllegalVerdict>) -> 
 }
 
 /// L0 with nesting: boots this image as L1 and reports what happened.
-fn run_nested(frames: &mut FrameAllocator, report: &vmx::probe::ProbeReport, config: &RunConfig) {
+fn run_nested(frames: &mut FrameAllocator, report: &vmx::probe::ProbeReport, config: RunConfig) {
     println!(
         "hv-standalone: L0: booting this image as L1 under hv-core ({} L2s, {} slices, policy {:?})",
         config.l2_count, config.slices, config.policy
@@ -264,13 +270,14 @@ fn run_nested(frames: &mut FrameAllocator, report: &vmx::probe::ProbeReport, con
 /// The `@@hv result` record of a nested run (notes/standalone.md).
 fn l0_result_json(
     out: &mut String,
-    config: &RunConfig,
+    config: RunConfig,
     outcome: &l0::NestedOutcome,
 ) -> core::fmt::Result {
     let counters = &outcome.counters;
-    let (steady_invept, steady_invvpid) = outcome.steady_mark.map_or((0, 0), |(invept, invvpid)| {
-        (outcome.invept - invept, outcome.invvpid - invvpid)
-    });
+    let (steady_invept, steady_invvpid) =
+        outcome.steady_mark.map_or((0, 0), |(invept, invvpid)| {
+            (outcome.invept - invept, outcome.invvpid - invvpid)
+        });
     let report = outcome.report.unwrap_or_default();
     write!(
         out,

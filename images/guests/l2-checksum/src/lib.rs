@@ -87,7 +87,7 @@ pub fn checksum(buffer: &[u8], round: u64, index: u64) -> u64 {
     fnv1a_continue(hash, buffer)
 }
 
-/// SplitMix64's output function: a well-mixed 64-bit value for `state`.
+/// The output function of `SplitMix64`: a well-mixed 64-bit value for `state`.
 const fn splitmix64(state: u64) -> u64 {
     let mut z = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -227,7 +227,10 @@ impl Ept02Frames {
     /// Takes `count` frames from `frames` for the pool.
     pub(crate) fn reserve(frames: &mut FrameAllocator, count: usize) -> Option<Self> {
         let start = frames.reserve_contiguous(count as u64)?;
-        let free = (0..count as u64).rev().map(|index| start + index * PAGE_4K).collect();
+        let free = (0..count as u64)
+            .rev()
+            .map(|index| start + index * PAGE_4K)
+            .collect();
         Some(Self {
             free,
             capacity: count,

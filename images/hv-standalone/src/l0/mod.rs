@@ -18,6 +18,7 @@ use alloc::string::String;
 use core::fmt;
 
 use hv_arch_vmx::capabilities::VmxCapabilities;
+use hv_arch_vmx::ept::EptWalkContext;
 use hv_arch_vmx::exit::ExitReason;
 use hv_arch_vmx::instructions::{self, VmFail};
 use hv_arch_vmx::msr::FeatureControl;
@@ -29,7 +30,6 @@ use hv_core::vmx::{Fault, NestedVmxConfig};
 use hv_freestanding::cpu::{read_cr4, write_cr4};
 use hv_freestanding::port::outb;
 use hv_mmu::MmuConfig;
-use hv_arch_vmx::ept::EptWalkContext;
 
 use crate::boot::{BIOS_BOOT_INFO_ADDRESS, BIOS_BOOT_MAGIC};
 use crate::config::{IllegalCase, RunConfig, loader_region};
@@ -122,7 +122,7 @@ pub(crate) struct NestedOutcome {
 pub(crate) fn run_nested(
     frames: &mut FrameAllocator,
     caps: &VmxCapabilities,
-    config: &RunConfig,
+    config: RunConfig,
 ) -> Result<NestedOutcome, L0Error> {
     mask_legacy_pics();
     let maxphyaddr = (cpuid(0x8000_0008).0 & 0xff) as u8;
@@ -167,10 +167,15 @@ fn frame_with_revision(
     Ok(frame)
 }
 
+unsafe extern "C" {
+    /// The 32-bit entry of this image (boot.rs), where L1 starts.
+    fn entry32();
+}
+
 fn run_in_vmx_operation(
     frames: &mut FrameAllocator,
     caps: &VmxCapabilities,
-    config: &RunConfig,
+    config: RunConfig,
     maxphyaddr: u8,
 ) -> Result<NestedOutcome, L0Error> {
     let mut ram = L1Ram::reserve(frames, L1_RAM_BYTES).ok_or(L0Error::OutOfMemory("L1 RAM"))?;
@@ -199,16 +204,17 @@ fn run_in_vmx_operation(
     // SAFETY: VMCS01 is current; the addresses are L0 frames built for it.
     unsafe { vmcs01::build(caps, addresses) }.map_err(L0Error::Vmcs01)?;
 
-    unsafe extern "C" {
-        fn entry32();
-    }
     let platform = HardwarePlatform::new(PlatformParts {
         caps: *caps,
         l0: vmcs01::l0_requirements(maxphyaddr, vmcs02_frame.address()),
         owned: vmcs01::owned_bits(caps),
         vmcs01: vmcs01_frame.address(),
         vmcs02: vmcs02_frame.address(),
-        cpu: vmcs01::l1_reset_state(entry32 as *const () as u64, BIOS_BOOT_MAGIC, BIOS_BOOT_INFO_ADDRESS),
+        cpu: vmcs01::l1_reset_state(
+            entry32 as *const () as u64,
+            BIOS_BOOT_MAGIC,
+            BIOS_BOOT_INFO_ADDRESS,
+        ),
         ram,
         ept01,
     });

@@ -50,7 +50,7 @@ fn engine(operation: &'static str) -> impl FnOnce(VmFail) -> EngineError {
     move |failure| EngineError { operation, failure }
 }
 
-/// IA32_PAT's power-up value (SDM Vol. 3A 13.12.4).
+/// `IA32_PAT`'s power-up value (SDM Vol. 3A 13.12.4).
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 
 /// The MSRs of L1 that hv-core reads or loads at nested entries and exits
@@ -302,7 +302,8 @@ impl HardwarePlatform {
                 (VmcsField::GuestDr7, registers.dr7),
             ] {
                 // SAFETY: as above.
-                unsafe { write(field, value) }.map_err(engine("VMWRITE VMCS01 system registers"))?;
+                unsafe { write(field, value) }
+                    .map_err(engine("VMWRITE VMCS01 system registers"))?;
             }
         }
         Ok(())
@@ -349,9 +350,9 @@ impl HardwarePlatform {
             qualification: read_field(VmcsField::ExitQualification)?,
             guest_linear_address: read_field(VmcsField::GuestLinearAddress)?,
             guest_physical_address: read_field(VmcsField::GuestPhysicalAddress)?,
-            interruption_info: InterruptionInfo::from_raw(
-                read_field(VmcsField::VmExitInterruptionInfo)? as u32,
-            ),
+            interruption_info: InterruptionInfo::from_raw(read_field(
+                VmcsField::VmExitInterruptionInfo,
+            )? as u32),
             interruption_error_code: read_field(VmcsField::VmExitInterruptionErrorCode)? as u32,
             idt_vectoring_info: InterruptionInfo::from_raw(
                 read_field(VmcsField::IdtVectoringInfo)? as u32,
@@ -452,13 +453,55 @@ macro_rules! segment_fields {
 }
 
 impl SegmentFields {
-    segment_fields!(ES, GuestEsSelector, GuestEsBase, GuestEsLimit, GuestEsAccessRights);
-    segment_fields!(CS, GuestCsSelector, GuestCsBase, GuestCsLimit, GuestCsAccessRights);
-    segment_fields!(SS, GuestSsSelector, GuestSsBase, GuestSsLimit, GuestSsAccessRights);
-    segment_fields!(DS, GuestDsSelector, GuestDsBase, GuestDsLimit, GuestDsAccessRights);
-    segment_fields!(FS, GuestFsSelector, GuestFsBase, GuestFsLimit, GuestFsAccessRights);
-    segment_fields!(GS, GuestGsSelector, GuestGsBase, GuestGsLimit, GuestGsAccessRights);
-    segment_fields!(TR, GuestTrSelector, GuestTrBase, GuestTrLimit, GuestTrAccessRights);
+    segment_fields!(
+        ES,
+        GuestEsSelector,
+        GuestEsBase,
+        GuestEsLimit,
+        GuestEsAccessRights
+    );
+    segment_fields!(
+        CS,
+        GuestCsSelector,
+        GuestCsBase,
+        GuestCsLimit,
+        GuestCsAccessRights
+    );
+    segment_fields!(
+        SS,
+        GuestSsSelector,
+        GuestSsBase,
+        GuestSsLimit,
+        GuestSsAccessRights
+    );
+    segment_fields!(
+        DS,
+        GuestDsSelector,
+        GuestDsBase,
+        GuestDsLimit,
+        GuestDsAccessRights
+    );
+    segment_fields!(
+        FS,
+        GuestFsSelector,
+        GuestFsBase,
+        GuestFsLimit,
+        GuestFsAccessRights
+    );
+    segment_fields!(
+        GS,
+        GuestGsSelector,
+        GuestGsBase,
+        GuestGsLimit,
+        GuestGsAccessRights
+    );
+    segment_fields!(
+        TR,
+        GuestTrSelector,
+        GuestTrBase,
+        GuestTrLimit,
+        GuestTrAccessRights
+    );
     segment_fields!(
         LDTR,
         GuestLdtrSelector,

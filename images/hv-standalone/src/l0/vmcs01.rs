@@ -170,7 +170,11 @@ pub(crate) unsafe fn build(
         (VmcsField::VmEntryControls, entry),
         (
             VmcsField::ExceptionBitmap,
-            u64::from(ExceptionBitmap::EMPTY.with(ExceptionVector::MachineCheck).raw()),
+            u64::from(
+                ExceptionBitmap::EMPTY
+                    .with(ExceptionVector::MachineCheck)
+                    .raw(),
+            ),
         ),
         (VmcsField::Cr0GuestHostMask, owned.cr0),
         (VmcsField::Cr4GuestHostMask, owned.cr4),
@@ -195,7 +199,10 @@ pub(crate) unsafe fn build(
         (VmcsField::GuestActivityState, 0),
         (VmcsField::GuestInterruptibilityState, 0),
     ];
-    for (field, value) in fields.into_iter().chain(HOST_FIELDS.map(|field| (field, host.get(field)))) {
+    for (field, value) in fields
+        .into_iter()
+        .chain(HOST_FIELDS.map(|field| (field, host.get(field))))
+    {
         // SAFETY: the caller guarantees VMX root operation with VMCS01
         // current; nothing runs until the first entry.
         unsafe { write(field, value) }.map_err(|failure| Vmcs01Error::Write(field, failure))?;

@@ -46,7 +46,7 @@ pub(crate) struct IllegalContext<'a> {
 
 /// The first VPID of the illegal-case guests.
 const ILLEGAL_VPID_BASE: u16 = MAX_GUESTS as u16 + 1;
-/// "Something other than a VMfailValid error number happened."
+/// "Something other than a `VMfailValid` error number happened."
 const OBSERVED_OTHER: u64 = u64::MAX;
 /// "The instruction succeeded" (or the guest was entered).
 const OBSERVED_SUCCESS: u64 = 0;
@@ -97,7 +97,7 @@ fn observed_of(result: Result<(), VmFail>) -> u64 {
 
 /// VMXON in VMX root operation with a current VMCS: `VMfailValid` with
 /// error 15 (SDM 31.3 VMXON: "ELSE VMfail(VMXON executed in VMX root
-/// operation)"; with a current VMCS, VMfail is VMfailValid, 31.2).
+/// operation)"; with a current VMCS, `VMfail` is `VMfailValid`, 31.2).
 fn vmxon_twice(
     context: &IllegalContext<'_>,
     frames: &mut FrameAllocator,

@@ -85,13 +85,11 @@ impl GuestMemory {
             return Err(RunnerError::OutOfMemory("the guest frame list"));
         }
         for _ in 0..pages {
-            match frames.allocate() {
-                Some(frame) => memory.frames.push(frame),
-                None => {
-                    memory.free(frames);
-                    return Err(RunnerError::OutOfMemory("guest memory"));
-                }
-            }
+            let Some(frame) = frames.allocate() else {
+                memory.free(frames);
+                return Err(RunnerError::OutOfMemory("guest memory"));
+            };
+            memory.frames.push(frame);
         }
         Ok(memory)
     }

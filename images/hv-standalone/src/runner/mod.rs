@@ -121,7 +121,8 @@ pub(crate) struct RunnerReport {
     /// No guest failed, every guest reported at least one correct result,
     /// and no result was wrong.
     pub(crate) l2_ok: bool,
-    /// Number of guests (the first `guest_count` entries of `guests`).
+    /// Number of guests: the first `guest_count` entries of `guests` are
+    /// theirs, by guest index.
     pub(crate) guest_count: u8,
     /// Per guest.
     pub(crate) guests: [GuestSummary; MAX_GUESTS],
@@ -147,7 +148,7 @@ pub(crate) struct RunnerReport {
 }
 
 impl RunnerReport {
-    /// The summaries of the guests that ran.
+    /// The summaries of the guests that ran, by guest index.
     pub(crate) fn guests(&self) -> &[GuestSummary] {
         &self.guests[..usize::from(self.guest_count).min(MAX_GUESTS)]
     }

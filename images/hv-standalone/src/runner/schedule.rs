@@ -212,10 +212,12 @@ fn run_slice_inner(guest: &mut Guest, setup: &VmcsSetup, stats: &mut RunStats) -
     if let Err(fail) = unsafe { guest.make_current() } {
         return SliceEnd::Failed(GuestFailure::Vmptrld(fail));
     }
+    // SAFETY: VMX root operation at CPL 0, and the guest's VMCS is now
+    // current until this function returns.
+    let vmcs = unsafe { CurrentVmcs::assume() };
     let timer = VmcsField::VmxPreemptionTimerValue;
-    // SAFETY: the guest's VMCS is current.
-    if let Err(fail) = unsafe { fields::write(timer, u64::from(setup.slice_timer)) } {
-        return SliceEnd::Failed(GuestFailure::Vmwrite(timer, fail));
+    if let Err(failure) = vmcs.write(timer, u64::from(setup.slice_timer)) {
+        return SliceEnd::Failed(failure);
     }
     let report_limit = if setup.saves_timer {
         REPORT_LIMIT_WITH_SAVED_TIMER
@@ -235,8 +237,7 @@ fn run_slice_inner(guest: &mut Guest, setup: &VmcsSetup, stats: &mut RunStats) -
         guest.launched = true;
         stats.exits_handled += 1;
         guest.summary.exits += 1;
-        // SAFETY: right after a VM exit of the current VMCS.
-        match unsafe { handle_exit(guest) } {
+        match handle_exit(&vmcs, guest) {
             Ok(ExitOutcome::TimerExpired) => return SliceEnd::TimerExpired,
             Ok(ExitOutcome::Reported) => {
                 stats.reports_checked += 1;
@@ -250,64 +251,76 @@ fn run_slice_inner(guest: &mut Guest, setup: &VmcsSetup, stats: &mut RunStats) -
     }
 }
 
-/// VMREAD of exit information, failing the guest if it fails.
-///
-/// # Safety
-///
-/// VMX root operation at CPL 0 with a current VMCS.
-unsafe fn read(field: VmcsField) -> Result<u64, GuestFailure> {
-    // SAFETY: forwarded from the caller.
-    unsafe { fields::read(field) }.map_err(|fail| GuestFailure::Vmread(field, fail))
+/// The guest's VMCS is current in VMX root operation at CPL 0: while a
+/// value of this type exists, VMREAD and VMWRITE of it are sound.
+struct CurrentVmcs(());
+
+#[allow(
+    clippy::unused_self,
+    reason = "the receiver is the proof that a VMCS is current"
+)]
+impl CurrentVmcs {
+    /// Asserts the condition the type stands for.
+    ///
+    /// # Safety
+    ///
+    /// VMX root operation at CPL 0 with a current VMCS, for as long as the
+    /// value lives.
+    unsafe fn assume() -> Self {
+        Self(())
+    }
+
+    /// VMREAD, failing the guest if it fails.
+    fn read(&self, field: VmcsField) -> Result<u64, GuestFailure> {
+        // SAFETY: the type's invariant.
+        unsafe { fields::read(field) }.map_err(|fail| GuestFailure::Vmread(field, fail))
+    }
+
+    /// VMWRITE, failing the guest if it fails.
+    fn write(&self, field: VmcsField, value: u64) -> Result<(), GuestFailure> {
+        // SAFETY: the type's invariant; the fields written here (guest RIP,
+        // the timer) take effect only at the next VM entry.
+        unsafe { fields::write(field, value) }.map_err(|fail| GuestFailure::Vmwrite(field, fail))
+    }
 }
 
-/// Decides what the exit of the current VMCS means (SDM 28.2, Appendix C).
-///
-/// # Safety
-///
-/// VMX root operation at CPL 0, right after a VM exit of `guest`'s VMCS,
-/// which is current.
-unsafe fn handle_exit(guest: &mut Guest) -> Result<ExitOutcome, GuestFailure> {
-    // SAFETY (every `read` below): the caller's promise.
-    let word = ExitReasonWord::from_raw(unsafe { read(VmcsField::ExitReason)? } as u32);
+/// Decides what the exit of the current VMCS (`guest`'s, which just
+/// exited) means (SDM 28.2, Appendix C).
+fn handle_exit(vmcs: &CurrentVmcs, guest: &mut Guest) -> Result<ExitOutcome, GuestFailure> {
+    let word = ExitReasonWord::from_raw(vmcs.read(VmcsField::ExitReason)? as u32);
     if word.is_entry_failure() {
         // SDM 27.8: the entry failed while loading guest state or MSRs.
-        let qualification = unsafe { read(VmcsField::ExitQualification)? };
         return Err(GuestFailure::EntryFailure {
             reason: word.raw(),
-            qualification,
+            qualification: vmcs.read(VmcsField::ExitQualification)?,
         });
     }
     match word.reason() {
         ExitReason::PreemptionTimerExpired => Ok(ExitOutcome::TimerExpired),
-        // SAFETY: the caller's promise.
-        ExitReason::IoInstruction => unsafe { check_report(guest) },
+        ExitReason::IoInstruction => check_report(vmcs, guest),
         ExitReason::TripleFault => Err(GuestFailure::TripleFault),
         ExitReason::ExceptionOrNmi => Err(GuestFailure::Exception {
-            interruption_info: unsafe { read(VmcsField::VmExitInterruptionInfo)? } as u32,
+            interruption_info: vmcs.read(VmcsField::VmExitInterruptionInfo)? as u32,
         }),
         ExitReason::EptViolation => Err(GuestFailure::EptViolation {
-            gpa: unsafe { read(VmcsField::GuestPhysicalAddress)? },
-            qualification: unsafe { read(VmcsField::ExitQualification)? },
+            gpa: vmcs.read(VmcsField::GuestPhysicalAddress)?,
+            qualification: vmcs.read(VmcsField::ExitQualification)?,
         }),
         ExitReason::EptMisconfiguration => Err(GuestFailure::EptMisconfiguration {
-            gpa: unsafe { read(VmcsField::GuestPhysicalAddress)? },
+            gpa: vmcs.read(VmcsField::GuestPhysicalAddress)?,
         }),
         ExitReason::Hlt => Err(GuestFailure::Hlt),
         other => Err(GuestFailure::UnexpectedExit(other.number())),
     }
 }
 
-/// An I/O exit: must be `out dx, eax`-like to [`REPORT_PORT`] with the
-/// next round and its correct checksum in RAX/RBX (see `l2_checksum`);
-/// then RIP moves past the instruction (SDM 28.2.5: the VM-exit
-/// instruction length is valid for I/O exits).
-///
-/// # Safety
-///
-/// As [`handle_exit`].
-unsafe fn check_report(guest: &mut Guest) -> Result<ExitOutcome, GuestFailure> {
-    // SAFETY (every `read`): the caller's promise.
-    let raw = unsafe { read(VmcsField::ExitQualification)? };
+/// An I/O exit: must be a plain `out` to [`REPORT_PORT`] carrying the next
+/// round and its correct checksum in RBX/RAX (see `l2_checksum`); then RIP
+/// moves past the instruction (SDM 28.2.5: the VM-exit instruction length
+/// is valid for I/O exits).
+fn check_report(vmcs: &CurrentVmcs, guest: &mut Guest) -> Result<ExitOutcome, GuestFailure> {
+    let raw = vmcs.read(VmcsField::ExitQualification)?;
+    // SDM 28.2.1, Table 28-5.
     let qualification = IoQualification::from_raw(raw);
     let is_report = qualification.port() == REPORT_PORT
         && qualification.direction() == IoDirection::Out
@@ -316,7 +329,7 @@ unsafe fn check_report(guest: &mut Guest) -> Result<ExitOutcome, GuestFailure> {
     if !is_report {
         return Err(GuestFailure::UnexpectedIo { qualification: raw });
     }
-    let length = unsafe { read(VmcsField::VmExitInstructionLength)? };
+    let length = vmcs.read(VmcsField::VmExitInstructionLength)?;
     if !(1..=15).contains(&length) {
         return Err(GuestFailure::BadInstructionLength(length));
     }
@@ -336,10 +349,8 @@ unsafe fn check_report(guest: &mut Guest) -> Result<ExitOutcome, GuestFailure> {
             expected,
         });
     }
-    let rip = unsafe { read(VmcsField::GuestRip)? };
-    // SAFETY: the guest's VMCS is current.
-    unsafe { fields::write(VmcsField::GuestRip, rip.wrapping_add(length)) }
-        .map_err(|fail| GuestFailure::Vmwrite(VmcsField::GuestRip, fail))?;
+    let rip = vmcs.read(VmcsField::GuestRip)?;
+    vmcs.write(VmcsField::GuestRip, rip.wrapping_add(length))?;
     guest.next_round += 1;
     guest.summary.reports += 1;
     Ok(ExitOutcome::Reported)

@@ -19,7 +19,7 @@ const GUEST_CR0: u64 = (1 << 0) | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (
 /// CR4 the guest sees: PAE, OSFXSR, OSXMMEXCPT. VMXE is added because VMX
 /// operation requires it (CR4 fixed-0), and hidden by the guest/host mask.
 const GUEST_CR4: u64 = (1 << 5) | (1 << 9) | (1 << 10);
-/// IA32_EFER: LME and LMA (SDM 27.3.1.1: LMA = "IA-32e mode guest").
+/// `IA32_EFER`: LME and LMA (SDM 27.3.1.1: LMA = "IA-32e mode guest").
 const GUEST_EFER: u64 = (1 << 8) | (1 << 10);
 /// RFLAGS: only the reserved bit 1 (interrupts disabled).
 const GUEST_RFLAGS: u64 = 1 << 1;
@@ -44,7 +44,7 @@ const TSS_LIMIT: u64 = 0x67;
 const NO_VMCS_LINK: u64 = u64::MAX;
 /// One slice in TSC ticks: about 2-3 workload rounds at one TSC tick per
 /// instruction (Bochs) or a few hundred microseconds on hardware.
-const SLICE_TSC_TICKS: u64 = 250_000;
+const SLICE_TSC_TICKS: u64 = 150_000;
 
 /// What every guest VMCS shares: the controls and the CR values, computed
 /// once from the capabilities.
@@ -106,12 +106,12 @@ impl VmcsSetup {
         let mut exit = ExitControls::HOST_ADDRESS_SPACE_SIZE
             | ExitControls::SAVE_IA32_EFER
             | ExitControls::LOAD_IA32_EFER;
-        let save_timer = ExitControls::SAVE_VMX_PREEMPTION_TIMER_VALUE;
+        let timer_save_control = ExitControls::SAVE_VMX_PREEMPTION_TIMER_VALUE;
         let saves_timer = caps
             .primary_exit
-            .allows_one(save_timer.bits().trailing_zeros());
+            .allows_one(timer_save_control.bits().trailing_zeros());
         if saves_timer {
-            exit |= save_timer;
+            exit |= timer_save_control;
         }
         let exit = caps.adjust(exit)?;
         let entry = caps.adjust(EntryControls::IA32E_MODE_GUEST | EntryControls::LOAD_IA32_EFER)?;
@@ -179,8 +179,24 @@ pub(crate) unsafe fn write_guest_vmcs(
     setup: &VmcsSetup,
     guest: &GuestVmcs,
 ) -> Result<(), RunnerError> {
+    let fields = control_fields(setup, guest)
+        .into_iter()
+        .chain(register_fields(setup, guest))
+        .chain(segment_fields());
+    for (field, value) in fields {
+        // SAFETY: the caller guarantees VMX root operation and a current
+        // VMCS; these fields take effect only at the next VM entry.
+        unsafe { put(field, value)? };
+    }
+    // SAFETY: as above; the host state is the running CPU's.
+    unsafe { crate::vmx::host::write_host_state() }
+        .map_err(|fail| RunnerError::Instruction("VMWRITE of the host state", fail))
+}
+
+/// The VM-execution, exit and entry control fields (SDM 25.6-25.8).
+fn control_fields(setup: &VmcsSetup, guest: &GuestVmcs) -> [(VmcsField, u64); 22] {
     use VmcsField as F;
-    let controls = [
+    [
         (F::PinBasedControls, setup.pin.to_raw()),
         (F::PrimaryProcBasedControls, setup.primary.to_raw()),
         (F::SecondaryProcBasedControls, setup.secondary.to_raw()),
@@ -203,8 +219,13 @@ pub(crate) unsafe fn write_guest_vmcs(
         (F::Cr4ReadShadow, GUEST_CR4),
         (F::VirtualProcessorId, u64::from(guest.vpid)),
         (F::EptPointer, guest.eptp.raw()),
-    ];
-    let registers = [
+    ]
+}
+
+/// The guest's registers and non-register state (SDM 25.4.1, 25.4.2).
+fn register_fields(setup: &VmcsSetup, guest: &GuestVmcs) -> [(VmcsField, u64); 21] {
+    use VmcsField as F;
+    [
         (F::GuestCr0, setup.cr0),
         (F::GuestCr3, GUEST_PML4),
         (F::GuestCr4, setup.cr4),
@@ -226,102 +247,40 @@ pub(crate) unsafe fn write_guest_vmcs(
         (F::GuestActivityState, 0),
         (F::GuestPendingDebugExceptions, 0),
         (F::VmxPreemptionTimerValue, u64::from(setup.slice_timer)),
-    ];
-    // SDM 27.3.1.2: selector, base, limit, access rights of each segment.
-    let flat = 0xFFFF_FFFF;
-    let segments = [
-        (
-            F::GuestCsSelector,
-            F::GuestCsBase,
-            F::GuestCsLimit,
-            F::GuestCsAccessRights,
-            CODE_SELECTOR,
-            flat,
-            CODE_ACCESS,
-        ),
-        (
-            F::GuestSsSelector,
-            F::GuestSsBase,
-            F::GuestSsLimit,
-            F::GuestSsAccessRights,
-            DATA_SELECTOR,
-            flat,
-            DATA_ACCESS,
-        ),
-        (
-            F::GuestDsSelector,
-            F::GuestDsBase,
-            F::GuestDsLimit,
-            F::GuestDsAccessRights,
-            DATA_SELECTOR,
-            flat,
-            DATA_ACCESS,
-        ),
-        (
-            F::GuestEsSelector,
-            F::GuestEsBase,
-            F::GuestEsLimit,
-            F::GuestEsAccessRights,
-            DATA_SELECTOR,
-            flat,
-            DATA_ACCESS,
-        ),
-        (
-            F::GuestFsSelector,
-            F::GuestFsBase,
-            F::GuestFsLimit,
-            F::GuestFsAccessRights,
-            DATA_SELECTOR,
-            flat,
-            DATA_ACCESS,
-        ),
-        (
-            F::GuestGsSelector,
-            F::GuestGsBase,
-            F::GuestGsLimit,
-            F::GuestGsAccessRights,
-            DATA_SELECTOR,
-            flat,
-            DATA_ACCESS,
-        ),
-        (
-            F::GuestTrSelector,
-            F::GuestTrBase,
-            F::GuestTrLimit,
-            F::GuestTrAccessRights,
-            TSS_SELECTOR,
-            TSS_LIMIT,
-            TSS_ACCESS,
-        ),
-        (
-            F::GuestLdtrSelector,
-            F::GuestLdtrBase,
-            F::GuestLdtrLimit,
-            F::GuestLdtrAccessRights,
-            0,
-            0,
-            UNUSABLE,
-        ),
-    ];
-    for (field, value) in controls.into_iter().chain(registers) {
-        // SAFETY: the caller guarantees VMX root operation and a current
-        // VMCS; these fields take effect only at the next VM entry.
-        unsafe { put(field, value)? };
-    }
-    for (selector, base, limit, access, selector_value, limit_value, access_value) in segments {
-        for (field, value) in [
-            (selector, selector_value),
-            (base, 0),
-            (limit, limit_value),
-            (access, access_value),
-        ] {
-            // SAFETY: as above.
-            unsafe { put(field, value)? };
-        }
-    }
-    // SAFETY: as above; the host state is the running CPU's.
-    unsafe { crate::vmx::host::write_host_state() }
-        .map_err(|fail| RunnerError::Instruction("VMWRITE of the host state", fail))
+    ]
+}
+
+/// Selector, base, limit and access-rights fields of each segment register
+/// with its selector, limit and access rights: flat 64-bit code and data,
+/// a busy TSS, no LDT (SDM 27.3.1.2). Every base is 0.
+#[rustfmt::skip]
+const SEGMENTS: [([VmcsField; 4], u64, u64, u64); 8] = {
+    use VmcsField as F;
+    const FLAT: u64 = 0xFFFF_FFFF;
+    [
+        ([F::GuestCsSelector, F::GuestCsBase, F::GuestCsLimit, F::GuestCsAccessRights], CODE_SELECTOR, FLAT, CODE_ACCESS),
+        ([F::GuestSsSelector, F::GuestSsBase, F::GuestSsLimit, F::GuestSsAccessRights], DATA_SELECTOR, FLAT, DATA_ACCESS),
+        ([F::GuestDsSelector, F::GuestDsBase, F::GuestDsLimit, F::GuestDsAccessRights], DATA_SELECTOR, FLAT, DATA_ACCESS),
+        ([F::GuestEsSelector, F::GuestEsBase, F::GuestEsLimit, F::GuestEsAccessRights], DATA_SELECTOR, FLAT, DATA_ACCESS),
+        ([F::GuestFsSelector, F::GuestFsBase, F::GuestFsLimit, F::GuestFsAccessRights], DATA_SELECTOR, FLAT, DATA_ACCESS),
+        ([F::GuestGsSelector, F::GuestGsBase, F::GuestGsLimit, F::GuestGsAccessRights], DATA_SELECTOR, FLAT, DATA_ACCESS),
+        ([F::GuestTrSelector, F::GuestTrBase, F::GuestTrLimit, F::GuestTrAccessRights], TSS_SELECTOR, TSS_LIMIT, TSS_ACCESS),
+        ([F::GuestLdtrSelector, F::GuestLdtrBase, F::GuestLdtrLimit, F::GuestLdtrAccessRights], 0, 0, UNUSABLE),
+    ]
+};
+
+/// [`SEGMENTS`] as (field, value) pairs.
+fn segment_fields() -> impl Iterator<Item = (VmcsField, u64)> {
+    SEGMENTS.into_iter().flat_map(
+        |([selector, base, limit, access], selector_value, limit_value, access_value)| {
+            [
+                (selector, selector_value),
+                (base, 0),
+                (limit, limit_value),
+                (access, access_value),
+            ]
+        },
+    )
 }
 
 /// VMWRITE of `value` to `field` of the current VMCS.

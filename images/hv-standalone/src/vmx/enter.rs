@@ -81,7 +81,7 @@ const GPRS: usize = offset_of!(GuestContext, gprs);
 const GUEST_FPU: usize = offset_of!(GuestContext, fpu);
 const HOST_FPU: usize = offset_of!(GuestContext, host_fpu);
 const _: () = assert!(GPRS == 0);
-const _: () = assert!(GUEST_FPU % 16 == 0 && HOST_FPU % 16 == 0);
+const _: () = assert!(GUEST_FPU.is_multiple_of(16) && HOST_FPU.is_multiple_of(16));
 
 impl GuestContext {
     /// Zeroed registers and the initial x87/SSE state.

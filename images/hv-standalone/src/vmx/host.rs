@@ -67,7 +67,12 @@ fn task_register() -> u16 {
 unsafe fn tss_base(gdt_base: u64, selector: u16) -> u64 {
     let descriptor = (gdt_base + u64::from(selector & !7)) as *const u64;
     // SAFETY: the loaded TR names a 16-byte descriptor inside the GDT.
-    let (low, high) = unsafe { (descriptor.read_unaligned(), descriptor.add(1).read_unaligned()) };
+    let (low, high) = unsafe {
+        (
+            descriptor.read_unaligned(),
+            descriptor.add(1).read_unaligned(),
+        )
+    };
     ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32)
 }
 

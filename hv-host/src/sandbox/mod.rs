@@ -174,6 +174,7 @@ impl SandboxBuilder {
         let mut memory = GuestMemory::new(layout.total)?;
         let mut populated = PageBitmap::new(memory.page_count());
         layout.write_page_tables(memory.bytes_mut());
+        Layout::write_descriptor_tables(memory.bytes_mut());
         write_boot_info(&mut memory, &layout);
         for page in Layout::host_structure_pages() {
             populated.set_range(page, 1);

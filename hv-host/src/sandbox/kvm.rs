@@ -92,12 +92,18 @@ pub struct Machine {
 
 impl Machine {
     /// Creates the VM over `memory` (with dirty-page logging when
-    /// `log_dirty`), its vCPU, and sets the CPUID KVM supports.
+    /// `log_dirty`) and its vCPU; with `expose_cpuid`, sets the vCPU's
+    /// CPUID to what KVM supports (`KVM_SET_CPUID2`), otherwise the guest's
+    /// CPUID reports no leaves.
     ///
     /// # Errors
     ///
     /// The failing ioctl.
-    pub fn new(memory: &GuestMemory, log_dirty: bool) -> Result<Self, KvmError> {
+    pub fn new(
+        memory: &GuestMemory,
+        log_dirty: bool,
+        expose_cpuid: bool,
+    ) -> Result<Self, KvmError> {
         let system = system()?;
         let vm = system
             .kvm
@@ -122,8 +128,10 @@ impl Machine {
         let mut vcpu = vm
             .create_vcpu(0)
             .map_err(|error| KvmError::ioctl("KVM_CREATE_VCPU", error))?;
-        vcpu.set_cpuid2(&system.cpuid)
-            .map_err(|error| KvmError::ioctl("KVM_SET_CPUID2", error))?;
+        if expose_cpuid {
+            vcpu.set_cpuid2(&system.cpuid)
+                .map_err(|error| KvmError::ioctl("KVM_SET_CPUID2", error))?;
+        }
         // General registers come back in kvm_run after every exit (no
         // KVM_GET_REGS needed for fault reports).
         vcpu.set_sync_valid_reg(SyncReg::Register);

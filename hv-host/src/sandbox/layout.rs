@@ -56,8 +56,8 @@ const GUARD_PT_ADDRESS: u64 = 0x8000;
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
 /// U/S: CPL-3 accesses allowed. Set from `IMAGE_BASE` up and on the
-/// BootInfo, IDT and TSS pages: the guest runs at CPL 3 from its first
-/// instruction (hv_guest_abi's machine description).
+/// `BootInfo`, IDT and TSS pages: the guest runs at CPL 3 from its first
+/// instruction (`hv_guest_abi`'s machine description).
 const USER: u64 = 1 << 2;
 const PAGE_SIZE_BIT: u64 = 1 << 7;
 

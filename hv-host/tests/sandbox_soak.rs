@@ -39,7 +39,7 @@ fn calls_and_create_drop_cycles_do_not_leak() {
     {
         let mut sandbox = demo(&image).build().unwrap();
         let _: i64 = sandbox
-            .call_with_deadline("add", (1i64, 1i64), std::time::Duration::from_secs(60))
+            .call_with_deadline("add", (1i64, 1i64), std::time::Duration::from_mins(1))
             .unwrap();
     }
     let fds = open_fds();

@@ -26,7 +26,7 @@
 //! aligned).
 //!
 //! ABI version 1 entered the guest at CPL 0 and let it load its own tables
-//! (about 66 emulated instructions, some 100 µs per sandbox creation on
+//! (about 66 emulated instructions, about 70 µs per sandbox creation on
 //! `kvm_pvm`); version 2 is this one.
 //!
 //! # Protocol

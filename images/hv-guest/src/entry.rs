@@ -2,7 +2,7 @@
 //!
 //! Why CPL 3: on a software-assisted KVM (such as `kvm_pvm`, the module on
 //! hv's CI machines) guest code at CPL 0 is *emulated* instruction by
-//! instruction (about 1.5 µs each, and SSE instructions fail with an
+//! instruction (about 1 µs each, and SSE instructions fail with an
 //! emulation error), while code at CPL 3 runs natively. So the host enters
 //! the guest at CPL 3 with everything privileged already done through the
 //! vCPU's special registers (`hv_guest_abi`'s machine description, ABI

@@ -4,19 +4,30 @@
 //!
 //! # Machine
 //!
-//! The guest starts in 64-bit mode at CPL 0 with the host's identity page
+//! The guest starts in 64-bit mode at CPL 3 with the host's identity page
 //! tables: guest-virtual address = guest-physical address for every mapped
 //! page. Memory from [`IMAGE_BASE`] up is mapped user-accessible (U/S = 1 at
-//! every level): the guest runtime sets up its GDT, TSS (with an I/O bitmap
-//! allowing the ports below) and IDT, then runs everything else at CPL 3,
-//! because some KVMs (`kvm_pvm`) emulate guest CPL 0 instruction by
-//! instruction and cannot execute SSE there. The guest never executes `hlt`
-//! after it dropped to CPL 3. Page 0 and everything at or above [`BootInfo::memory_size`] are not
-//! mapped, so a stray access faults. The host builds the page tables, loads
-//! the guest ELF (static, non-PIE, linked at [`IMAGE_BASE`] or above), writes
-//! [`BootInfo`] at [`BOOT_INFO_ADDRESS`], and enters the ELF entry point with
-//! RDI = [`BOOT_INFO_ADDRESS`] and RSP = [`BootInfo::stack_top`] (16-byte
+//! every level). The host also writes and loads (through the vCPU's special
+//! registers, so the guest executes no privileged instruction to start) the
+//! descriptor tables: the GDT at [`GDT_ADDRESS`] (the selectors below), a
+//! 64-bit TSS at [`TSS_ADDRESS`] whose I/O bitmap allows the ports below at
+//! CPL 3, and an IDT of 256 not-present gates at [`IDT_ADDRESS`]. The TSS
+//! and IDT pages, like the [`BootInfo`] page, are user-writable: the guest
+//! fills its exception gates and interrupt stacks at CPL 3 (plain memory
+//! writes). CR0/CR4 enable SSE (MP, OSFXSR, OSXMMEXCPT; EM and TS clear);
+//! RFLAGS = [`GUEST_RFLAGS`]. Why CPL 3: some KVMs (`kvm_pvm`) emulate guest
+//! CPL 0 instruction by instruction and cannot execute SSE there. The guest
+//! never executes `hlt` (a #GP at CPL 3). Page 0 and everything at or above
+//! [`BootInfo::memory_size`] are not mapped, so a stray access faults. The
+//! host builds the page tables, loads the guest ELF (static, non-PIE,
+//! linked at [`IMAGE_BASE`] or above), writes [`BootInfo`] at
+//! [`BOOT_INFO_ADDRESS`], and enters the ELF entry point with RDI =
+//! [`BOOT_INFO_ADDRESS`] and RSP = [`BootInfo::stack_top`] (16-byte
 //! aligned).
+//!
+//! ABI version 1 entered the guest at CPL 0 and let it load its own tables
+//! (about 66 emulated instructions, about 70 µs per sandbox creation on
+//! `kvm_pvm`); version 2 is this one.
 //!
 //! # Protocol
 //!
@@ -46,13 +57,41 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract; [`BootInfo::abi_version`] carries it.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// `BootInfo::magic`: "hvGUEST1".
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"hvGUEST1");
 
 /// The guest-physical (= virtual) address of [`BootInfo`].
 pub const BOOT_INFO_ADDRESS: u64 = 0x9000;
+
+/// The GDT the host writes and loads: null, kernel code, kernel data, user
+/// data, user code, then the TSS descriptor (two entries). Supervisor-only.
+pub const GDT_ADDRESS: u64 = 0xa000;
+/// The IDT (256 16-byte gates, all not present until the guest fills them).
+/// User-writable.
+pub const IDT_ADDRESS: u64 = 0xb000;
+/// The 64-bit TSS, followed by its I/O permission bitmap (the I/O map base
+/// field points right after the 104-byte TSS). User-writable.
+pub const TSS_ADDRESS: u64 = 0xc000;
+/// Size of the 64-bit TSS without the I/O bitmap (SDM Vol. 3A 8.7).
+pub const TSS_SIZE: u64 = 104;
+/// Bytes of I/O permission bitmap: every port up to [`PORT_EXCEPTION`]'s
+/// bitmap byte is allowed (bits clear), then the all-ones byte the CPU
+/// requires after the bitmap (SDM Vol. 1 19.5.2).
+pub const IO_BITMAP_SIZE: u64 = PORT_EXCEPTION as u64 / 8 + 2;
+/// Kernel (CPL 0) code selector: the exception gates' target segment.
+pub const KERNEL_CODE_SELECTOR: u16 = 0x08;
+/// Kernel data selector.
+pub const KERNEL_DATA_SELECTOR: u16 = 0x10;
+/// User data selector with RPL 3 (SS, DS, ES, FS, GS at entry).
+pub const USER_DATA_SELECTOR: u16 = 0x18 | 3;
+/// User code selector with RPL 3 (CS at entry).
+pub const USER_CODE_SELECTOR: u16 = 0x20 | 3;
+/// TSS selector (TR at entry).
+pub const TSS_SELECTOR: u16 = 0x28;
+/// RFLAGS at entry: IOPL 3 (bits 12-13), the always-set bit 1, IF clear.
+pub const GUEST_RFLAGS: u64 = 0x3002;
 
 /// Lowest address a guest ELF segment may occupy (2 MiB): everything below
 /// belongs to the host's structures (page tables, boot information).

@@ -386,3 +386,18 @@ fn bigger_buffers_allow_bigger_calls() {
         100_000
     );
 }
+
+#[test]
+fn guests_run_with_and_without_the_kvm_cpuid() {
+    if !require_kvm() {
+        return;
+    }
+    for expose in [false, true] {
+        let mut sandbox = demo()
+            .expose_cpuid(expose)
+            .build()
+            .expect("the demo guest starts");
+        assert!((sandbox.call::<f64>("mul", (1.5f64, 4.0f64)).unwrap() - 6.0).abs() < f64::EPSILON);
+        assert_eq!(sandbox.call::<i64>("call_host", (40i64, 1i64)).unwrap(), 42);
+    }
+}

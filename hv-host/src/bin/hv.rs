@@ -266,8 +266,8 @@ fn bench_sandbox(guest: &std::path::Path, json: bool) -> ExitCode {
         }
         Ok(results) => {
             println!(
-                "{:<18} {:>10} {:>10} {:>7}",
-                "measure", "hv us", "floor us", "ratio"
+                "{:<18} {:>10} {:>10} {:>7} {:>12}",
+                "measure", "hv us", "floor us", "ratio", "CPL0 floor"
             );
             for (name, m) in [
                 ("create", results.create_us),
@@ -282,7 +282,13 @@ fn bench_sandbox(guest: &std::path::Path, json: bool) -> ExitCode {
                 let ratio = m
                     .ratio
                     .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
-                println!("{name:<18} {:>10.1} {floor:>10} {ratio:>7}", m.hv);
+                let cpl0 = m
+                    .floor_cpl0
+                    .map_or_else(|| "-".to_owned(), |f| format!("{f:.1}"));
+                println!(
+                    "{name:<18} {:>10.1} {floor:>10} {ratio:>7} {cpl0:>12}",
+                    m.hv
+                );
             }
             ExitCode::SUCCESS
         }

@@ -8,18 +8,41 @@
 //! 0x3000..0x7000  four page directories (one per GiB, up to 4 GiB)
 //! 0x7000          page table of the first 2 MiB (only BootInfo is mapped)
 //! 0x8000          page table of the 2 MiB region holding the stack guard
-//! 0x9000          BootInfo (hv_guest_abi::BOOT_INFO_ADDRESS)
+//! 0x9000          BootInfo (hv_guest_abi::BOOT_INFO_ADDRESS), user-readable
+//! 0xa000          GDT (hv_guest_abi::GDT_ADDRESS), supervisor-only
+//! 0xb000          IDT (hv_guest_abi::IDT_ADDRESS), user-writable, empty
+//! 0xc000          TSS + I/O bitmap (hv_guest_abi::TSS_ADDRESS), user-writable
 //! 0x20_0000       the ELF image (hv_guest_abi::IMAGE_BASE) ...
 //!  ...            input buffer | output buffer | heap | guard page | stack
 //! total           end of memory: nothing is mapped at or above it
 //! ```
 
-use hv_guest_abi::{ABI_VERSION, BOOT_INFO_ADDRESS, BOOT_INFO_MAGIC, BootInfo, IMAGE_BASE};
+use hv_guest_abi::{
+    ABI_VERSION, BOOT_INFO_ADDRESS, BOOT_INFO_MAGIC, BootInfo, GDT_ADDRESS, IDT_ADDRESS,
+    IMAGE_BASE, IO_BITMAP_SIZE, TSS_ADDRESS, TSS_SIZE,
+};
 
 /// Guest page size.
 pub const PAGE_SIZE: u64 = 0x1000;
 /// Size of a large page (PDE with PS set).
 pub const LARGE_PAGE_SIZE: u64 = 0x20_0000;
+/// The GDT's entries (SDM Vol. 3A 3.4.5): null, kernel code (64-bit), kernel
+/// data, user data, user code (64-bit); the TSS descriptor follows.
+const GDT_ENTRIES: [u64; 5] = [
+    0,
+    0x00af_9b00_0000_ffff,
+    0x00cf_9300_0000_ffff,
+    0x00cf_f300_0000_ffff,
+    0x00af_fb00_0000_ffff,
+];
+/// The GDT's limit (seven 8-byte entries, the TSS descriptor taking two).
+pub const GDT_LIMIT: u16 = 7 * 8 - 1;
+/// The IDT's limit (256 16-byte gates).
+pub const IDT_LIMIT: u16 = 256 * 16 - 1;
+/// The TSS segment limit: the TSS and its I/O bitmap.
+pub const TSS_LIMIT: u32 = (TSS_SIZE + IO_BITMAP_SIZE - 1) as u32;
+const _: () = assert!(TSS_SIZE + IO_BITMAP_SIZE <= PAGE_SIZE);
+
 /// Largest guest memory the page tables cover (four page directories).
 pub const MAX_MEMORY: u64 = 4 << 30;
 /// Address of the PML4.
@@ -32,8 +55,9 @@ const GUARD_PT_ADDRESS: u64 = 0x8000;
 // Paging-structure entry bits (Intel SDM Vol. 3A 4.5, Tables 4-15 .. 4-20).
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
-/// U/S: CPL-3 accesses allowed. Set from `IMAGE_BASE` up, where the guest
-/// runs at CPL 3 (hv-guest drops there at once: see images/hv-guest entry).
+/// U/S: CPL-3 accesses allowed. Set from `IMAGE_BASE` up and on the
+/// `BootInfo`, IDT and TSS pages: the guest runs at CPL 3 from its first
+/// instruction (`hv_guest_abi`'s machine description).
 const USER: u64 = 1 << 2;
 const PAGE_SIZE_BIT: u64 = 1 << 7;
 
@@ -256,7 +280,7 @@ impl Layout {
             let entry_address = PD_ADDRESS + region * 8;
             let base = region * LARGE_PAGE_SIZE;
             let entry = if region == 0 {
-                LOW_PT_ADDRESS | PRESENT | WRITABLE
+                LOW_PT_ADDRESS | PRESENT | WRITABLE | USER
             } else if region == guard_region {
                 GUARD_PT_ADDRESS | PRESENT | WRITABLE | USER
             } else {
@@ -264,12 +288,21 @@ impl Layout {
             };
             put(entry_address, entry);
         }
-        // First 2 MiB: only BootInfo is mapped (and the guard page, if the
-        // stack reaches that low, stays unmapped).
-        put(
-            LOW_PT_ADDRESS + (BOOT_INFO_ADDRESS / PAGE_SIZE) * 8,
-            BOOT_INFO_ADDRESS | PRESENT | WRITABLE,
-        );
+        // First 2 MiB: only BootInfo and the descriptor tables are mapped
+        // (and the guard page, if the stack reaches that low, stays
+        // unmapped). The GDT stays supervisor-only: the guest never writes
+        // it, and the CPU's own descriptor accesses ignore U/S.
+        for (address, user) in [
+            (BOOT_INFO_ADDRESS, USER),
+            (GDT_ADDRESS, 0),
+            (IDT_ADDRESS, USER),
+            (TSS_ADDRESS, USER),
+        ] {
+            put(
+                LOW_PT_ADDRESS + (address / PAGE_SIZE) * 8,
+                address | PRESENT | WRITABLE | user,
+            );
+        }
         if guard_region != 0 {
             let base = guard_region * LARGE_PAGE_SIZE;
             for page in 0..LARGE_PAGE_SIZE / PAGE_SIZE {
@@ -284,8 +317,38 @@ impl Layout {
         }
     }
 
-    /// The pages [`Layout::write_page_tables`] and the `BootInfo` use.
-    pub const fn host_structure_pages() -> [u64; 9] {
+    /// Writes the GDT (with the TSS descriptor) and the TSS with its I/O
+    /// bitmap (every port up to `PORT_EXCEPTION`'s byte allowed). The IDT
+    /// stays zero: 256 not-present gates until the guest fills them.
+    pub fn write_descriptor_tables(memory: &mut [u8]) {
+        let mut put = |address: u64, value: u64| {
+            let at = address as usize;
+            memory[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        };
+        for (index, entry) in GDT_ENTRIES.iter().enumerate() {
+            put(GDT_ADDRESS + 8 * index as u64, *entry);
+        }
+        // 64-bit available TSS descriptor (SDM Vol. 3A 8.2.3): limit 15:0,
+        // base 23:0, type 9, present, limit 19:16, base 31:24; the second
+        // entry holds base 63:32 (zero).
+        let limit = u64::from(TSS_LIMIT);
+        put(
+            GDT_ADDRESS + 8 * GDT_ENTRIES.len() as u64,
+            (limit & 0xffff)
+                | ((TSS_ADDRESS & 0xff_ffff) << 16)
+                | (0x89 << 40)
+                | (((limit >> 16) & 0xf) << 48)
+                | (((TSS_ADDRESS >> 24) & 0xff) << 56),
+        );
+        // The I/O map base (offset 102) points right after the TSS.
+        let io_map_base = (TSS_ADDRESS + 102) as usize;
+        memory[io_map_base..io_map_base + 2].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes());
+        memory[(TSS_ADDRESS + u64::from(TSS_LIMIT)) as usize] = 0xff;
+    }
+
+    /// The pages [`Layout::write_page_tables`],
+    /// [`Layout::write_descriptor_tables`] and the `BootInfo` use.
+    pub const fn host_structure_pages() -> [u64; 12] {
         [
             PML4_ADDRESS,
             PDPT_ADDRESS,
@@ -296,6 +359,9 @@ impl Layout {
             LOW_PT_ADDRESS,
             GUARD_PT_ADDRESS,
             BOOT_INFO_ADDRESS,
+            GDT_ADDRESS,
+            IDT_ADDRESS,
+            TSS_ADDRESS,
         ]
     }
 }

@@ -51,7 +51,7 @@ pub fn counter_guest() -> Vec<u8> {
     ])
 }
 
-/// The first call reads address 0 (no IDT: a triple fault).
+/// The first call reads address 0 (no exception gates: a triple fault).
 pub fn fault_guest() -> Vec<u8> {
     guest(&[0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0, 0xf4]) // mov rax, [0]; hlt
 }
@@ -61,7 +61,7 @@ pub fn spin_guest() -> Vec<u8> {
     guest(&[0xeb, 0xfe]) // jmp $
 }
 
-/// The first call halts.
+/// The first call halts (a #GP at CPL 3: a triple fault without an IDT).
 pub fn halt_guest() -> Vec<u8> {
     guest(&[0xf4])
 }

@@ -15,9 +15,7 @@ use core::sync::atomic::AtomicU8;
 use hv_freestanding::Stack;
 use hv_guest_abi::{Exception, PORT_EXCEPTION};
 
-use crate::entry::{
-    IDT, KERNEL_CODE_SELECTOR, TSS, USER_CODE_SELECTOR, USER_DATA_SELECTOR, USER_RFLAGS,
-};
+use crate::entry::{KERNEL_CODE_SELECTOR, USER_CODE_SELECTOR, USER_DATA_SELECTOR, USER_RFLAGS};
 
 const STACK_SIZE: usize = 16 * 1024;
 
@@ -46,8 +44,8 @@ struct ExceptionFrame {
     ss: u64,
 }
 
-/// Fills the TSS stacks and the IDT gates (both already loaded by
-/// `_start`; they are plain memory).
+/// Fills the TSS stacks and the IDT gates (the host's, already loaded;
+/// plain memory in user-writable pages).
 ///
 /// # Safety
 ///
@@ -55,11 +53,11 @@ struct ExceptionFrame {
 pub(crate) unsafe fn install() {
     // SAFETY: nothing else references the TSS or the IDT yet.
     unsafe {
-        let tss = &mut TSS.get_mut().tss;
+        let tss = crate::entry::tss();
         tss.set_interrupt_stack(IST_GENERAL, GENERAL_STACK.top());
         tss.set_interrupt_stack(IST_DOUBLE_FAULT, DOUBLE_FAULT_STACK.top());
         tss.set_interrupt_stack(IST_NMI, NMI_STACK.top());
-        let idt = IDT.get_mut();
+        let idt = crate::entry::idt();
         for (vector, stub) in STUBS.iter().enumerate() {
             let ist = match vector {
                 2 => IST_NMI,

@@ -21,11 +21,12 @@
 //!
 //! What the runtime does (the contract is `hv-guest-abi`):
 //!
-//! 1. `_start` (RDI = `BootInfo`, RSP = its stack top) enables SSE, checks
-//!    the boot information, installs a GDT, a TSS with three IST stacks and
-//!    an IDT sending every exception vector 0-31 to a handler that reports
-//!    an `Exception` to the host, and puts the global allocator on the
-//!    heap the host reserved.
+//! 1. `_start` (entered at CPL 3 with RDI = `BootInfo`, RSP = its stack
+//!    top, the host's GDT, TSS and empty IDT loaded) checks the boot
+//!    information, gives the host's TSS three IST stacks, fills the IDT so
+//!    every exception vector 0-31 reaches a handler that reports an
+//!    `Exception` to the host, and puts the global allocator on the heap
+//!    the host reserved.
 //! 2. It runs the [`main!`] init function, which calls [`register`].
 //! 3. It sends `Response::Ready` with every function's signature and
 //!    serves calls forever: each call is one `out` to the host.

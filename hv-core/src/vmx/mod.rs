@@ -567,7 +567,11 @@ impl NestedVmx {
 /// Advances RIP past the instruction (wrapping at 4 GiB outside 64-bit
 /// mode) and clears RFLAGS.RF, as completing any instruction does (SDM
 /// Vol. 3A 18.3.1.1).
-fn advance_rip(cpu: &mut L1Cpu, exit: &Exit) {
+/// Completes an instruction L0 emulated for L1: RIP past it (wrapping at
+/// 4 GiB outside 64-bit mode) and RFLAGS.RF cleared (SDM Vol. 3A 18.3.1.1:
+/// RF is cleared after an instruction completes). For embedders that
+/// emulate L1's non-VMX exits (CPUID, I/O, MSRs) the same way.
+pub fn advance_rip(cpu: &mut L1Cpu, exit: &Exit) {
     let next = cpu.rip.wrapping_add(u64::from(exit.instruction_length));
     cpu.rip = if cpu.in_64bit_mode() {
         next

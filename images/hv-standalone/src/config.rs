@@ -153,6 +153,10 @@ impl RunConfig {
                     .ok_or(ConfigError::BadField("l1_illegal", other.into()))?,
             ),
         };
+        let reserved = u32::from_le_bytes([record[12], record[13], record[14], record[15]]);
+        if reserved != 0 {
+            return Err(ConfigError::BadField("reserved", reserved.into()));
+        }
         let slices = u32::from_le_bytes([record[8], record[9], record[10], record[11]]);
         if slices == 0 {
             return Err(ConfigError::BadField("slices", 0));

@@ -2,7 +2,8 @@
 //! its own VMX instructions (every one emulated by L0's hv-core) and
 //! reports to L0 through hypercalls.
 //!
-//! Hypercall ABI (VMCALL at CPL 0 in VMX root operation, so hv-core hands
+//! Hypercall ABI (VMCALL at CPL 0, in or out of L1's VMX operation: L1 is
+//! always in L0's VMX non-root operation, so VMCALL exits and hv-core hands
 //! it to L0 as `Step::L1Hypercall`): RAX = function, RBX/RCX/RDX/RSI =
 //! arguments; L0 returns 0 in RAX, or `u64::MAX` for an unknown function.
 //! The functions are [`crate::l0::HYPERCALL_STEADY`] (every L2 ran once),

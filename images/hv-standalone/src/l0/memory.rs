@@ -126,6 +126,15 @@ impl L1Access for L1Ram {
         if cpu.cr0 & (1 << 31) == 0 {
             return Ok(L1Gpa::new(linear & 0xffff_ffff));
         }
+        // 4-level paging only (IA-32e mode without LA57). 32-bit and PAE
+        // paging are not walked: such an operand gets #PF, a wrong but
+        // contained answer (hv-standalone's L1 runs VMX in 64-bit mode).
+        if cpu.efer & (1 << 10) == 0 || cpu.cr4 & (1 << 12) != 0 {
+            return Err(PageFault {
+                address: linear,
+                error_code: u32::from(write) << 1,
+            });
+        }
         let check_write = write && cpu.cr0 & (1 << 16) != 0;
         let fault = |present: bool| PageFault {
             address: linear,
@@ -165,14 +174,19 @@ pub(crate) struct HardwareEpt01 {
     size: u64,
 }
 
-/// Why EPT01 could not be built.
+/// Why EPT01 could not be built: no frame, or more RAM than one page
+/// directory maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OutOfFrames;
 
 impl HardwareEpt01 {
-    /// Builds the tables for `ram` (at most 1 GiB: one page directory).
+    /// Builds the tables for `ram`, which must fit one page directory
+    /// (1 GiB): `translate` promises exactly what the tables map.
     pub(crate) fn build(frames: &mut FrameAllocator, ram: &L1Ram) -> Result<Self, OutOfFrames> {
         const TABLE: u64 = EptPermissions::READ_WRITE_EXECUTE.bits();
+        if ram.size > 512 * PAGE_2M {
+            return Err(OutOfFrames);
+        }
         let pml4 = frames.allocate().ok_or(OutOfFrames)?.address();
         let pdpt = frames.allocate().ok_or(OutOfFrames)?.address();
         let pd = frames.allocate().ok_or(OutOfFrames)?.address();
@@ -184,7 +198,7 @@ impl HardwareEpt01 {
             let leaf_flags = EptPermissions::READ_WRITE_EXECUTE.bits()
                 | ((EptMemoryType::WriteBack as u64) << 3)
                 | (1 << 7);
-            for index in 0..(ram.size / PAGE_2M).min(512) {
+            for index in 0..ram.size / PAGE_2M {
                 (pd as *mut u64)
                     .add(index as usize)
                     .write((ram.host_base + index * PAGE_2M) | leaf_flags);

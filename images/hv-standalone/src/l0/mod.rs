@@ -19,17 +19,22 @@ use core::fmt;
 
 use hv_arch_vmx::capabilities::VmxCapabilities;
 use hv_arch_vmx::ept::EptWalkContext;
+use hv_arch_vmx::ept::Eptp;
 use hv_arch_vmx::exit::ExitReason;
+use hv_arch_vmx::instruction_error::VmInstructionError;
 use hv_arch_vmx::instructions::{self, VmFail};
+use hv_arch_vmx::invalidation::{InveptDescriptor, InveptType, InvvpidDescriptor, InvvpidType};
 use hv_arch_vmx::msr::FeatureControl;
 use hv_arch_vmx::vmcs::VmcsField;
 use hv_core::platform::Platform;
+use hv_core::reflect::{L0Reason, VmxAbort};
 use hv_core::state::Exit;
 use hv_core::vcpu::{Counters, Step, Vcpu, VcpuConfig, VcpuError, Vpid02Range};
-use hv_core::vmx::{Fault, NestedVmxConfig};
+use hv_core::vmx::{ExitInformationError, Fault, NestedVmxConfig, VmxOperation, advance_rip};
 use hv_freestanding::cpu::{read_cr4, write_cr4};
 use hv_freestanding::port::outb;
 use hv_mmu::MmuConfig;
+use hv_mmu::addr::L1Gpa;
 
 use crate::boot::{BIOS_BOOT_INFO_ADDRESS, BIOS_BOOT_MAGIC};
 use crate::config::{IllegalCase, RunConfig, loader_region};
@@ -53,6 +58,9 @@ pub(crate) const HYPERCALL_REPORT: u64 = 2;
 pub(crate) const HYPERCALL_ILLEGAL: u64 = 3;
 /// Most VM exits of one nested run before L0 gives up on L1.
 const STEP_LIMIT: u64 = 50_000_000;
+/// Watchdog periods (`vmcs01::WATCHDOG_TICKS` each) L1 may run in a row
+/// without any other exit.
+const WATCHDOG_EXPIRIES: u32 = 8;
 
 /// Why the nested run ended early. L0 itself is fine in every case.
 #[derive(Debug)]
@@ -65,12 +73,85 @@ pub(crate) enum L0Error {
     Vmcs01(vmcs01::Vmcs01Error),
     /// The image to load into L1 does not fit.
     Image,
+    /// The processor lacks something L0 needs for L1.
+    Unsupported(&'static str),
     /// hv-core or the engine failed.
     Vcpu(VcpuError<EngineError>),
-    /// L1 did something L0 does not emulate, or crashed.
-    L1(String),
+    /// L1 (or one of its L2s) did something that ends the nested run.
+    L1(L1Failure),
     /// L1 ran for `STEP_LIMIT` exits without finishing.
     Runaway,
+    /// L1 ran `WATCHDOG_EXPIRIES` watchdog periods in a row without a
+    /// single exit.
+    Stuck {
+        /// Where L1 was.
+        rip: u64,
+    },
+}
+
+/// What L1 or an L2 did that L0 does not emulate: the nested run ends,
+/// L0 reports it and keeps running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum L1Failure {
+    /// An L2 exit hv-core left to L0 that L0 has no emulation for.
+    UnhandledL2Exit(ExitReason, L0Reason),
+    /// L2 accessed L1 physical memory that neither L1 RAM nor a device
+    /// backs (EPT12 maps it, EPT01 does not).
+    L2Mmio(L1Gpa),
+    /// A VMX exit to L0 reported malformed information.
+    MalformedExit(ExitReason, ExitInformationError),
+    /// A VM exit to L1 failed: VMX abort (SDM 28.7).
+    VmxAbort(VmxAbort),
+    /// L1 triple-faulted.
+    TripleFault {
+        /// L1's RIP.
+        rip: u64,
+    },
+    /// L1 accessed L1 physical memory outside its RAM.
+    OutsideRam {
+        /// The address.
+        gpa: u64,
+        /// L1's RIP.
+        rip: u64,
+    },
+    /// VM entry to L1 failed the guest-state checks (L0's bug).
+    EntryFailure {
+        /// The basic exit reason (33, 34 or 41).
+        reason: ExitReason,
+        /// The exit qualification.
+        qualification: u64,
+    },
+}
+
+impl fmt::Display for L1Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnhandledL2Exit(reason, why) => {
+                write!(f, "L2 exit {reason:?} that L0 does not handle ({why:?})")
+            }
+            Self::L2Mmio(gpa) => write!(
+                f,
+                "L2 accessed L1 physical {gpa:?}, which no L1 RAM or device backs"
+            ),
+            Self::MalformedExit(reason, error) => {
+                write!(f, "malformed exit information for {reason:?}: {error:?}")
+            }
+            Self::VmxAbort(abort) => write!(f, "VMX abort {abort:?}"),
+            Self::TripleFault { rip } => write!(f, "triple fault at RIP {rip:#x}"),
+            Self::OutsideRam { gpa, rip } => write!(
+                f,
+                "access to L1 physical {gpa:#x} outside its {} MiB of RAM at RIP {rip:#x}",
+                L1_RAM_BYTES >> 20
+            ),
+            Self::EntryFailure {
+                reason,
+                qualification,
+            } => write!(
+                f,
+                "VM entry to L1 failed: {reason:?}, qualification {qualification:#x}"
+            ),
+        }
+    }
 }
 
 impl fmt::Display for L0Error {
@@ -80,9 +161,14 @@ impl fmt::Display for L0Error {
             Self::Setup(what, failure) => write!(f, "{what}: {failure}"),
             Self::Vmcs01(error) => write!(f, "{error}"),
             Self::Image => f.write_str("the image does not fit in L1's RAM"),
+            Self::Unsupported(what) => write!(f, "the processor lacks {what}"),
             Self::Vcpu(error) => write!(f, "hv-core: {error}"),
-            Self::L1(what) => write!(f, "L1: {what}"),
+            Self::L1(failure) => write!(f, "L1: {failure}"),
             Self::Runaway => write!(f, "L1 did not finish within {STEP_LIMIT} exits"),
+            Self::Stuck { rip } => write!(
+                f,
+                "L1 ran {WATCHDOG_EXPIRIES} watchdog periods without an exit (RIP {rip:#x})"
+            ),
         }
     }
 }
@@ -128,20 +214,52 @@ pub(crate) fn run_nested(
     let maxphyaddr = (cpuid(0x8000_0008).0 & 0xff) as u8;
     let vmxon_region = frame_with_revision(frames, caps, "the VMXON region")?;
     // SDM 24.7-24.8: the probe set IA32_FEATURE_CONTROL; CR4.VMXE now.
+    let ept = caps.ept_vpid;
+    if !(caps.supports_unrestricted_guest()
+        && ept.page_walk_length_4()
+        && ept.memory_type_wb()
+        && ept.pages_2m()
+        && ept.invept()
+        && caps.supports_vpid())
+    {
+        return Err(L0Error::Unsupported(
+            "unrestricted guest, 4-level write-back EPT with 2-MiB pages, INVEPT and VPID",
+        ));
+    }
     // SAFETY: VMX is supported (the probe ran), so CR4.VMXE may be set.
     unsafe { write_cr4(read_cr4() | (1 << 13)) };
     // SAFETY: CPL 0, long mode, CR4.VMXE, fixed bits as the probe checked,
     // a fresh region with the revision identifier.
-    unsafe { instructions::vmxon(vmxon_region.address()) }
-        .map_err(|failure| L0Error::Setup("VMXON", failure))?;
-    let result = run_in_vmx_operation(frames, caps, config, maxphyaddr);
+    if let Err(failure) = unsafe { instructions::vmxon(vmxon_region.address()) } {
+        // SAFETY: VMXON failed: not in VMX operation, CR4.VMXE may go.
+        unsafe { write_cr4(read_cr4() & !(1 << 13)) };
+        return Err(L0Error::Setup("VMXON", failure));
+    }
+    let result = invalidate_everything()
+        .and_then(|()| run_in_vmx_operation(frames, caps, config, maxphyaddr));
     // SAFETY: in VMX root operation; nothing runs on the VMCSs any more.
-    let off = unsafe { instructions::vmxoff() };
+    if let Err(failure) = unsafe { instructions::vmxoff() } {
+        // Still in VMX operation: CR4.VMXE must stay (SDM 24.8).
+        return Err(result.err().unwrap_or(L0Error::Setup("VMXOFF", failure)));
+    }
     // SAFETY: outside VMX operation now.
     unsafe { write_cr4(read_cr4() & !(1 << 13)) };
-    let outcome = result?;
-    off.map_err(|failure| L0Error::Setup("VMXOFF", failure))?;
-    Ok(outcome)
+    result
+}
+
+/// INVEPT all-context and INVVPID all-context right after VMXON: VMXON
+/// invalidates nothing, and L0's frames or VPIDs may have been used before
+/// (SDM 29.4.3.3, 29.4.3.4).
+fn invalidate_everything() -> Result<(), L0Error> {
+    let ept = InveptDescriptor::new(Eptp::from_raw(0));
+    // SAFETY: VMX root operation; INVEPT support was checked.
+    unsafe { instructions::invept(InveptType::Global, &ept) }
+        .map_err(|failure| L0Error::Setup("INVEPT all-context", failure))?;
+    let vpid = InvvpidDescriptor::new(0, 0);
+    // SAFETY: VMX root operation; VPID support was checked (all-context
+    // INVVPID is supported whenever INVVPID is, SDM 31.3 INVVPID).
+    unsafe { instructions::invvpid(InvvpidType::AllContext, &vpid) }
+        .map_err(|failure| L0Error::Setup("INVVPID all-context", failure))
 }
 
 /// Masks both 8259 PICs: L0 takes no device interrupts, so an interrupt
@@ -189,20 +307,16 @@ fn run_in_vmx_operation(
     let vmcs01_frame = frame_with_revision(frames, caps, "VMCS01")?;
     let vmcs02_frame = frame_with_revision(frames, caps, "VMCS02")?;
 
-    // VMCS02 first: cleared, every field 0 (hv-core's contract).
-    prepare_vmcs02(vmcs02_frame.address())?;
-    // SAFETY: VMX root operation; L0's own region with the revision id.
-    unsafe { instructions::vmclear(vmcs01_frame.address()) }
-        .map_err(|failure| L0Error::Setup("VMCLEAR VMCS01", failure))?;
-    // SAFETY: as above.
-    unsafe { instructions::vmptrld(vmcs01_frame.address()) }
-        .map_err(|failure| L0Error::Setup("VMPTRLD VMCS01", failure))?;
+    // VMCS02 first (hv-core's contract: every field 0), then VMCS01, which
+    // stays current.
+    load_zeroed_vmcs(vmcs02_frame.address(), "VMCS02")?;
+    load_zeroed_vmcs(vmcs01_frame.address(), "VMCS01")?;
     let addresses = vmcs01::Vmcs01Addresses {
         eptp: ept01.eptp(),
         msr_bitmap: msr_bitmap.address(),
     };
     // SAFETY: VMCS01 is current; the addresses are L0 frames built for it.
-    unsafe { vmcs01::build(caps, addresses) }.map_err(L0Error::Vmcs01)?;
+    let watchdog = unsafe { vmcs01::build(caps, addresses) }.map_err(L0Error::Vmcs01)?;
 
     let platform = HardwarePlatform::new(PlatformParts {
         caps: *caps,
@@ -217,6 +331,7 @@ fn run_in_vmx_operation(
         ),
         ram,
         ept01,
+        watchdog,
     });
     let pool = Ept02Frames::reserve(frames, EPT02_POOL_FRAMES)
         .ok_or(L0Error::OutOfMemory("the EPT02 pool"))?;
@@ -225,9 +340,8 @@ fn run_in_vmx_operation(
         EptWalkContext::from_capabilities(caps, maxphyaddr, false),
     );
     mmu.frame_budget = pool.capacity();
-    let Ok(vpid02) = Vpid02Range::new(VPID02_FIRST, VPID02_LAST) else {
-        return Err(L0Error::L1(String::from("VPID02 range")));
-    };
+    let vpid02 = Vpid02Range::new(VPID02_FIRST, VPID02_LAST)
+        .map_err(|_| L0Error::Unsupported("VPIDs 2..=255 for L2"))?;
     let vcpu_config = VcpuConfig {
         nested: NestedVmxConfig::new(
             FeatureControl::LOCK | FeatureControl::VMX_OUTSIDE_SMX,
@@ -242,6 +356,8 @@ fn run_in_vmx_operation(
         steady_mark: None,
         report: None,
         illegal: None,
+        watchdog_expiries: 0,
+        cr4_allowed: !caps.cr4_fixed.must_be_zero(),
     };
     let ending = driver.run()?;
     let engine = driver.vcpu.platform().counts();
@@ -256,27 +372,25 @@ fn run_in_vmx_operation(
     })
 }
 
-/// VMCLEAR and VMPTRLD VMCS02, then VMWRITE 0 to every field the
-/// processor has (a cleared VMCS's contents are implementation-specific,
-/// SDM 25.11.3; hv-core assumes zeros). Leaves no VMCS... current: the
-/// caller loads VMCS01 next.
-fn prepare_vmcs02(vmcs02: u64) -> Result<(), L0Error> {
+/// VMCLEAR and VMPTRLD `vmcs`, then VMWRITE 0 to every field the
+/// processor has: a cleared VMCS's contents are implementation-specific
+/// (SDM 25.11.3), and entry checks read fields L0 never sets on purpose.
+/// Leaves `vmcs` current.
+fn load_zeroed_vmcs(vmcs: u64, what: &'static str) -> Result<(), L0Error> {
     // SAFETY: VMX root operation; L0's own region with the revision id.
-    unsafe { instructions::vmclear(vmcs02) }
-        .map_err(|failure| L0Error::Setup("VMCLEAR VMCS02", failure))?;
+    unsafe { instructions::vmclear(vmcs) }.map_err(|failure| L0Error::Setup(what, failure))?;
     // SAFETY: as above.
-    unsafe { instructions::vmptrld(vmcs02) }
-        .map_err(|failure| L0Error::Setup("VMPTRLD VMCS02", failure))?;
+    unsafe { instructions::vmptrld(vmcs) }.map_err(|failure| L0Error::Setup(what, failure))?;
     for &field in VmcsField::ALL {
         if field.is_read_only() {
             continue;
         }
-        // SAFETY: VMCS02 is current and not launched; zero is what hv-core
-        // expects. Fields this processor lacks fail with error 12
-        // ("unsupported VMCS component"), which only says so.
+        // SAFETY: `vmcs` is current and not launched; nothing runs on it
+        // yet. A field this processor lacks fails with error 12, which
+        // only says so.
         match unsafe { instructions::vmwrite(field, 0) } {
-            Ok(()) | Err(VmFail::Valid(_)) => {}
-            Err(failure) => return Err(L0Error::Setup("VMWRITE VMCS02", failure)),
+            Ok(()) | Err(VmFail::Valid(VmInstructionError::UnsupportedVmcsComponent)) => {}
+            Err(failure) => return Err(L0Error::Setup(what, failure)),
         }
     }
     Ok(())
@@ -345,6 +459,10 @@ struct Driver {
     steady_mark: Option<(u64, u64)>,
     report: Option<L1Report>,
     illegal: Option<IllegalVerdict>,
+    /// Consecutive watchdog expiries without another L1 exit.
+    watchdog_expiries: u32,
+    /// CR4 bits the processor allows to be 1 (SDM A.8).
+    cr4_allowed: u64,
 }
 
 impl Driver {
@@ -359,32 +477,33 @@ impl Driver {
                     if exit.reason.reason() == ExitReason::ExternalInterrupt {
                         Flow::Continue
                     } else {
-                        return Err(L0Error::L1(alloc::format!(
-                            "L2 exit {:?} L0 does not handle ({reason:?})",
-                            exit.reason.reason()
+                        return Err(L0Error::L1(L1Failure::UnhandledL2Exit(
+                            exit.reason.reason(),
+                            reason,
                         )));
                     }
                 }
                 Step::L2Mmio { l1_gpa, .. } => {
-                    return Err(L0Error::L1(alloc::format!(
-                        "L2 accessed L1 physical {l1_gpa:?}, which no L1 RAM or device backs"
-                    )));
+                    return Err(L0Error::L1(L1Failure::L2Mmio(l1_gpa)));
                 }
                 Step::OperandNotInL1Memory { error, .. } => {
                     // No device is there either: #GP, as for an access the
                     // platform cannot complete.
-                    let _ = error;
+                    crate::println!(
+                        "hv-standalone: L0: L1's VMX operand at {:?} is not L1 memory: #GP",
+                        error.gpa
+                    );
                     self.inject(Fault::GeneralProtection)?;
                     Flow::Continue
                 }
                 Step::InvalidExitInformation { exit, error } => {
-                    return Err(L0Error::L1(alloc::format!(
-                        "malformed exit information {error:?} for {:?}",
-                        exit.reason.reason()
+                    return Err(L0Error::L1(L1Failure::MalformedExit(
+                        exit.reason.reason(),
+                        error,
                     )));
                 }
                 Step::L1Shutdown(abort) => {
-                    return Err(L0Error::L1(alloc::format!("VMX abort {abort:?}")));
+                    return Err(L0Error::L1(L1Failure::VmxAbort(abort)));
                 }
             };
             if let Flow::Finished(ending) = flow {
@@ -404,13 +523,23 @@ impl Driver {
     }
 
     fn advance(&mut self, exit: &Exit) {
-        let cpu = self.vcpu.l1_cpu();
-        cpu.rip = cpu.rip.wrapping_add(u64::from(exit.instruction_length));
+        advance_rip(self.vcpu.l1_cpu(), exit);
     }
 
     /// L1 exits hv-core leaves to L0.
     fn l1_exit(&mut self, exit: &Exit) -> Result<Flow, L0Error> {
-        match exit.reason.reason() {
+        let reason = exit.reason.reason();
+        if reason == ExitReason::PreemptionTimerExpired {
+            self.watchdog_expiries += 1;
+            if self.watchdog_expiries >= WATCHDOG_EXPIRIES {
+                return Err(L0Error::Stuck {
+                    rip: self.vcpu.l1_cpu().rip,
+                });
+            }
+            return Ok(Flow::Continue);
+        }
+        self.watchdog_expiries = 0;
+        match reason {
             ExitReason::Cpuid => {
                 self.cpuid();
                 self.advance(exit);
@@ -421,27 +550,28 @@ impl Driver {
             ExitReason::Hlt => return Ok(Flow::Finished("L1 halted")),
             ExitReason::ExternalInterrupt => {}
             ExitReason::TripleFault => {
-                return Err(L0Error::L1(alloc::format!(
-                    "triple fault at RIP {:#x}",
-                    self.vcpu.l1_cpu().rip
-                )));
+                return Err(L0Error::L1(L1Failure::TripleFault {
+                    rip: self.vcpu.l1_cpu().rip,
+                }));
             }
             ExitReason::EptViolation | ExitReason::EptMisconfiguration => {
-                return Err(L0Error::L1(alloc::format!(
-                    "access to L1 physical {:#x} outside its {} MiB of RAM at RIP {:#x}",
-                    exit.guest_physical_address,
-                    L1_RAM_BYTES >> 20,
-                    self.vcpu.l1_cpu().rip
-                )));
+                return Err(L0Error::L1(L1Failure::OutsideRam {
+                    gpa: exit.guest_physical_address,
+                    rip: self.vcpu.l1_cpu().rip,
+                }));
             }
             other if exit.reason.is_entry_failure() => {
-                return Err(L0Error::L1(alloc::format!(
-                    "VM entry to L1 failed: {other:?}, qualification {:#x}",
-                    exit.qualification
-                )));
+                return Err(L0Error::L1(L1Failure::EntryFailure {
+                    reason: other,
+                    qualification: exit.qualification,
+                }));
             }
-            // XSETBV, INVD, GETSEC and the rest: not offered to L1.
-            _ => self.inject(Fault::InvalidOpcode)?,
+            // XSETBV, INVD, GETSEC, MWAIT, MONITOR and the rest: not
+            // offered to L1 (CPUID hides them), so #UD.
+            other => {
+                crate::println!("hv-standalone: L0: L1 exit {other:?}: #UD");
+                self.inject(Fault::InvalidOpcode)?;
+            }
         }
         Ok(Flow::Continue)
     }
@@ -452,7 +582,7 @@ impl Driver {
         let cpu = self.vcpu.l1_cpu();
         let leaf = cpu.gprs.0[0] as u32;
         let subleaf = cpu.gprs.0[1] as u32;
-        let (eax, ebx, mut ecx, edx) = if leaf == 0x4000_0000 {
+        let (eax, mut ebx, mut ecx, mut edx) = if leaf == 0x4000_0000 {
             (0x4000_0000, HV_SIGNATURE, 0, 0)
         } else if (0x4000_0001..0x5000_0000).contains(&leaf) {
             (0, 0, 0, 0)
@@ -460,8 +590,16 @@ impl Driver {
             let result = core::arch::x86_64::__cpuid_count(leaf, subleaf);
             (result.eax, result.ebx, result.ecx, result.edx)
         };
-        if leaf == 1 {
-            ecx |= (1 << 5) | (1 << 31);
+        match (leaf, subleaf) {
+            // VMX (5) and "hypervisor present" (31) on; MONITOR (3), XSAVE
+            // (26) and OSXSAVE (27) off: MONITOR/MWAIT and XSETBV raise #UD
+            // in L1.
+            (1, _) => ecx = (ecx | (1 << 5) | (1 << 31)) & !((1 << 3) | (1 << 26) | (1 << 27)),
+            // INVPCID (EBX 10): its enable control is off in VMCS01.
+            (7, 0) => ebx &= !(1 << 10),
+            // RDTSCP (EDX 27): its enable control is off in VMCS01.
+            (0x8000_0001, _) => edx &= !(1 << 27),
+            _ => {}
         }
         let cpu = self.vcpu.l1_cpu();
         cpu.gprs.0[0] = u64::from(eax);
@@ -476,11 +614,19 @@ impl Driver {
     /// writes (no device). SDM 28.2.1 Table 28-5 for the qualification.
     fn io(&mut self, exit: &Exit) -> Result<Flow, L0Error> {
         let qualification = exit.qualification;
-        let size = (qualification & 7) + 1;
+        // Bits 2:0: access size - 1 (0, 1 or 3; other values unused).
+        let size: u64 = match qualification & 7 {
+            0 => 1,
+            1 => 2,
+            _ => 4,
+        };
         let is_in = qualification & (1 << 3) != 0;
         let string = qualification & (1 << 4) != 0;
         let port = (qualification >> 16) as u16;
         if string {
+            // INS/OUTS are not emulated (hv-standalone's L1 never uses
+            // them): #GP rather than a half-done transfer.
+            crate::println!("hv-standalone: L0: L1 string I/O on port {port:#x}: #GP");
             self.inject(Fault::GeneralProtection)?;
             return Ok(Flow::Continue);
         }
@@ -548,23 +694,73 @@ impl Driver {
 
     /// MOV to CR0/CR4 that changed a bit L0 owns (CR0.NE, CR4.VMXE): L1's
     /// view takes the new value; the real register keeps L0's bits (SDM
-    /// 25.6.6, 28.1.3). Exit qualification: SDM Table 28-3.
+    /// 25.6.6, 28.1.3). The exit comes before the instruction's own checks
+    /// (SDM 26.1.1), so L0 makes them: the #GP conditions of MOV to CR
+    /// (SDM Vol. 2 "MOV—Move to/from Control Registers", Vol. 3A 2.5) and
+    /// VMX's (CR4.VMXE stays 1 in VMX operation, SDM 24.8). Exit
+    /// qualification: SDM Table 28-3.
     fn control_register(&mut self, exit: &Exit) -> Result<(), L0Error> {
+        const PE: u64 = 1;
+        const NW: u64 = 1 << 29;
+        const CD: u64 = 1 << 30;
+        const PG: u64 = 1 << 31;
+        const PAE: u64 = 1 << 5;
+        const PGE: u64 = 1 << 7;
+        const PCIDE: u64 = 1 << 17;
+        const VMXE: u64 = 1 << 13;
+        const LME: u64 = 1 << 8;
+        const LMA: u64 = 1 << 10;
         let qualification = exit.qualification;
         let register = qualification & 15;
         let access = (qualification >> 4) & 3;
         let gpr = ((qualification >> 8) & 15) as usize;
-        let cpu = self.vcpu.l1_cpu();
         if access != 0 {
             return self.inject(Fault::GeneralProtection);
         }
+        let in_vmx_operation = !matches!(self.vcpu.nested().operation(), VmxOperation::Outside);
+        let cr4_allowed = self.cr4_allowed;
+        let cpu = self.vcpu.l1_cpu();
         let value = cpu.gprs.0[gpr];
-        match register {
-            0 => cpu.cr0 = value,
-            4 => cpu.cr4 = value,
+        let (old, paging_bits) = match register {
+            0 => (cpu.cr0, PE | PG),
+            4 => (cpu.cr4, PAE | PGE | PCIDE),
             _ => return self.inject(Fault::GeneralProtection),
+        };
+        let valid = if register == 0 {
+            let long_mode_switch = (old ^ value) & PG != 0 && cpu.efer & LME != 0;
+            value >> 32 == 0
+                && (value & PG == 0 || value & PE != 0)
+                && (value & NW == 0 || value & CD != 0)
+                && !(long_mode_switch && value & PG != 0 && cpu.cr4 & PAE == 0)
+        } else {
+            value & !cr4_allowed == 0
+                && (value & VMXE != 0 || !in_vmx_operation)
+                && (cpu.efer & LMA == 0 || value & PAE != 0)
+        };
+        if !valid {
+            return self.inject(Fault::GeneralProtection);
+        }
+        if register == 0 {
+            // SDM Vol. 3A 10.8.5: setting PG with EFER.LME activates IA-32e
+            // mode, clearing it leaves it.
+            if (old ^ value) & PG != 0 && cpu.efer & LME != 0 {
+                cpu.efer = if value & PG != 0 {
+                    cpu.efer | LMA
+                } else {
+                    cpu.efer & !LMA
+                };
+            }
+            cpu.cr0 = value;
+        } else {
+            cpu.cr4 = value;
         }
         self.advance(exit);
+        if (old ^ value) & paging_bits != 0 {
+            self.vcpu
+                .platform_mut()
+                .flush_l1_translations()
+                .map_err(|error| L0Error::Vcpu(VcpuError::Platform(error)))?;
+        }
         Ok(())
     }
 

@@ -89,7 +89,27 @@ impl MsrAccess for L1Msrs {
         }
     }
 
+    /// WRMSR's #GP conditions are checked here, so a value VM entry would
+    /// reject (SDM 27.3.1.1) never reaches VMCS01.
     fn write_msr(&mut self, index: u32, value: u64) -> Result<(), MsrFault> {
+        let fault = Err(MsrFault { index });
+        let canonical =
+            |address: u64| (address.cast_signed() << 16 >> 16).cast_unsigned() == address;
+        let valid = match index {
+            // SDM Vol. 3A 13.12.2: each byte a memory type 0, 1, 4, 5, 6 or 7.
+            0x277 => value
+                .to_le_bytes()
+                .iter()
+                .all(|&kind| matches!(kind, 0 | 1 | 4..=7)),
+            // LBR (bit 0) and BTF (bit 1) only: the rest is model-specific.
+            0x1d9 => value & !3 == 0,
+            0x174 => value >> 32 == 0,
+            0x175 | 0x176 => canonical(value),
+            _ => return fault,
+        };
+        if !valid {
+            return fault;
+        }
         match index {
             0x277 => self.pat = value,
             0x1d9 => self.debugctl = value,
@@ -107,7 +127,7 @@ impl MsrAccess for L1Msrs {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OwnedBits {
     /// CR0 bits that must be 1 for L1 (NE; PE and PG are L1's under
-    /// unrestricted guest, SDM 26.3.1.1).
+    /// unrestricted guest, SDM 27.3.1.1).
     pub(crate) cr0: u64,
     /// CR4 bits that must be 1 for L1 (VMXE).
     pub(crate) cr4: u64,
@@ -127,6 +147,8 @@ pub(crate) struct EngineCounts {
     pub(crate) invvpid: u64,
     pub(crate) l1_entries: u64,
     pub(crate) l2_entries: u64,
+    /// INVVPIDs of L1's own VPID after L0 emulated a paging change.
+    pub(crate) l1_flushes: u64,
 }
 
 /// The hardware platform.
@@ -150,6 +172,9 @@ pub(crate) struct HardwarePlatform {
     context: GuestContext,
     pending_fault: Option<Fault>,
     pending_system_registers: Option<L1SystemRegisters>,
+    /// VMX-preemption timer value for every L1 entry (L0's watchdog), if
+    /// VMCS01 activates the timer.
+    watchdog: Option<u32>,
     counts: EngineCounts,
 }
 
@@ -173,6 +198,7 @@ pub(crate) struct PlatformParts {
     pub(crate) cpu: L1Cpu,
     pub(crate) ram: L1Ram,
     pub(crate) ept01: HardwareEpt01,
+    pub(crate) watchdog: Option<u32>,
 }
 
 impl HardwarePlatform {
@@ -197,6 +223,7 @@ impl HardwarePlatform {
             context: GuestContext::new(),
             pending_fault: None,
             pending_system_registers: None,
+            watchdog: parts.watchdog,
             counts: EngineCounts::default(),
         }
     }
@@ -204,6 +231,17 @@ impl HardwarePlatform {
     /// The engine's own counts.
     pub(crate) const fn counts(&self) -> EngineCounts {
         self.counts
+    }
+
+    /// Invalidates L1's own cached translations (VPID 1) after L0
+    /// emulated a CR write that changes paging (SDM 29.4.3.3: the
+    /// processor did not execute the MOV to CR, so it flushed nothing).
+    pub(crate) fn flush_l1_translations(&mut self) -> Result<(), EngineError> {
+        self.counts.l1_flushes += 1;
+        let descriptor = InvvpidDescriptor::new(super::vmcs01::VPID01, 0);
+        // SAFETY: VMX root operation; VPID support was required for VMCS01.
+        unsafe { instructions::invvpid(InvvpidType::SingleContext, &descriptor) }
+            .map_err(engine("INVVPID VPID01"))
     }
 
     /// L1's MSR store (L0's RDMSR/WRMSR emulation uses it).
@@ -384,7 +422,9 @@ impl HardwarePlatform {
                 Some(u64::from(page_fault.error_code))
             }
         };
-        if let Some(code) = error_code {
+        // SDM 27.2.1.3: an error code is delivered only with CR0.PE = 1
+        // (unrestricted guest lets L1 run in real mode).
+        if let Some(code) = error_code.filter(|_| self.cpu.cr0 & 1 != 0) {
             info |= 1 << 11;
             // SAFETY: VMX root operation, VMCS01 current.
             unsafe { write(VmcsField::VmEntryExceptionErrorCode, code) }
@@ -399,6 +439,12 @@ impl HardwarePlatform {
         self.make_current(Current::Vmcs01)?;
         self.sync_l1_state()?;
         self.inject_pending()?;
+        if let Some(value) = self.watchdog {
+            // SDM 26.5.1: the timer counts down from this value in L1.
+            // SAFETY: VMX root operation, VMCS01 current.
+            unsafe { write(VmcsField::VmxPreemptionTimerValue, u64::from(value)) }
+                .map_err(engine("VMWRITE watchdog"))?;
+        }
         self.context.gprs = self.cpu.gprs.0;
         self.counts.l1_entries += 1;
         // SAFETY: VMCS01 is current and was set up by `vmcs01::build`
@@ -406,11 +452,12 @@ impl HardwarePlatform {
         // interrupts are off in L0.
         unsafe { enter_guest(&mut self.context, self.launched01) }
             .map_err(engine("VM entry to L1"))?;
-        self.launched01 = true;
         let rsp = self.cpu.gprs.0[4];
         self.cpu.gprs.0 = self.context.gprs;
         self.cpu.gprs.0[4] = rsp;
         let exit = Self::read_exit()?;
+        // SDM 31.3 VMLAUNCH, 27.8: only a successful entry launches.
+        self.launched01 |= !exit.reason.is_entry_failure();
         self.read_l1_state()?;
         Ok(exit)
     }
@@ -424,11 +471,12 @@ impl HardwarePlatform {
         // EPTP is EPT02 in L0's frame pool or EPT01.
         unsafe { enter_guest(&mut self.context, self.launched02) }
             .map_err(engine("VM entry to L2"))?;
-        self.launched02 = true;
         let rsp = self.l2_gprs.0[4];
         self.l2_gprs.0 = self.context.gprs;
         self.l2_gprs.0[4] = rsp;
-        Self::read_exit()
+        let exit = Self::read_exit()?;
+        self.launched02 |= !exit.reason.is_entry_failure();
+        Ok(exit)
     }
 }
 
@@ -574,7 +622,10 @@ impl Platform for HardwarePlatform {
     }
 
     fn inject_into_l1(&mut self, fault: Fault) -> Result<(), Self::Error> {
-        self.pending_fault = Some(fault);
+        // One event per entry: a second fault before L1 ran would be
+        // delivered while delivering the first (#DF rules, SDM Vol. 3A
+        // 6.15); hv never asks for two, so the first one stays.
+        self.pending_fault.get_or_insert(fault);
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! VMCS01: how L0 runs L1 (SDM 25), and what L0 requires of every VMCS02.
 //!
 //! L1 starts where a BIOS loader would leave it: `entry32` in 32-bit
-//! protected mode with paging off (unrestricted guest, SDM 26.3.1.1), so
+//! protected mode with paging off (unrestricted guest, SDM 27.3.1.1), so
 //! the image boots as L1 through its own 32-to-64-bit path. L1 exits to L0
 //! for CPUID (always), HLT, every I/O instruction, MSRs other than EFER and
 //! the FS/GS bases (the MSR bitmap), writes of CR0.NE/CR4.VMXE (owned by
@@ -11,8 +11,8 @@
 use hv_arch_vmx::capabilities::{AllowedSettings, ControlAdjustError, VmxCapabilities};
 use hv_arch_vmx::checks::EntryContext;
 use hv_arch_vmx::controls::{
-    ControlKind, ControlWord, EntryControls, ExceptionBitmap, ExceptionVector, ExitControls,
-    PinBasedControls, PrimaryProcControls, SecondaryProcControls,
+    ControlWord, EntryControls, ExceptionBitmap, ExceptionVector, ExitControls, PinBasedControls,
+    PrimaryProcControls, SecondaryProcControls,
 };
 use hv_arch_vmx::ept::Eptp;
 use hv_arch_vmx::instructions::VmFail;
@@ -52,7 +52,7 @@ fn adjusted<W: ControlWord>(allowed: AllowedSettings, wanted: W) -> Result<u64, 
 }
 
 /// The CR0/CR4 bits L0 forces for L1: the fixed-1 bits, except PE and PG,
-/// which unrestricted guest leaves to L1 (SDM 26.3.1.1).
+/// which unrestricted guest leaves to L1 (SDM 27.3.1.1).
 pub(crate) fn owned_bits(caps: &VmxCapabilities) -> OwnedBits {
     const PE: u64 = 1;
     const PG: u64 = 1 << 31;
@@ -134,13 +134,27 @@ pub(crate) struct Vmcs01Addresses {
 pub(crate) unsafe fn build(
     caps: &VmxCapabilities,
     addresses: Vmcs01Addresses,
-) -> Result<(), Vmcs01Error> {
-    let pin = adjusted(caps.pin_based, PinBasedControls::EXTERNAL_INTERRUPT_EXITING)?;
+) -> Result<Option<u32>, Vmcs01Error> {
+    // The VMX-preemption timer is L0's watchdog over L1 (an L1 that loops
+    // without exiting would otherwise hold the CPU forever, with the PICs
+    // masked): every L1 entry loads `WATCHDOG_TICKS` (SDM 26.5.1).
+    let watchdog = caps.pin_based.allows_one(
+        PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER
+            .bits()
+            .trailing_zeros(),
+    );
+    let mut wanted_pin = PinBasedControls::EXTERNAL_INTERRUPT_EXITING;
+    wanted_pin.set(PinBasedControls::ACTIVATE_VMX_PREEMPTION_TIMER, watchdog);
+    let pin = adjusted(caps.pin_based, wanted_pin)?;
+    // MWAIT and MONITOR exit (and raise #UD in L1): L0 offers no monitor,
+    // and MWAIT could otherwise sleep without an exit.
     let primary = adjusted(
         caps.primary_proc,
         PrimaryProcControls::HLT_EXITING
             | PrimaryProcControls::UNCONDITIONAL_IO_EXITING
             | PrimaryProcControls::USE_MSR_BITMAPS
+            | PrimaryProcControls::MWAIT_EXITING
+            | PrimaryProcControls::MONITOR_EXITING
             | PrimaryProcControls::ACTIVATE_SECONDARY_CONTROLS,
     )?;
     let secondary = adjusted(
@@ -207,26 +221,31 @@ pub(crate) unsafe fn build(
         // current; nothing runs until the first entry.
         unsafe { write(field, value) }.map_err(|failure| Vmcs01Error::Write(field, failure))?;
     }
-    Ok(())
+    Ok(watchdog.then_some(WATCHDOG_TICKS))
 }
 
+/// Preemption-timer ticks L1 may run without a VM exit before L0 counts
+/// one watchdog expiry (2^28 TSC ticks >> the timer's TSC shift; on Bochs,
+/// shift 0, about 5 s of emulated time).
+pub(crate) const WATCHDOG_TICKS: u32 = 1 << 28;
+
 /// What L0 requires of every VMCS02: external interrupts and #MC exit to
-/// L0, the host is 64-bit and reloads its EFER, host state as VMCS01's.
+/// L0, the host is 64-bit and reloads its EFER and PAT, host state as
+/// VMCS01's.
 pub(crate) fn l0_requirements(physical_address_width: u8, vmcs02: u64) -> L0Requirements {
     L0Requirements {
         pin_based: PinBasedControls::EXTERNAL_INTERRUPT_EXITING,
         primary: PrimaryProcControls::empty(),
         secondary: SecondaryProcControls::empty(),
-        exit: ExitControls::HOST_ADDRESS_SPACE_SIZE | ExitControls::LOAD_IA32_EFER,
+        // L0 reloads its own EFER and PAT at every L2 exit (L1 may let L2
+        // change PAT), and VMCS02 saves L2's PAT for hv-core (SDM 28.3.1).
+        exit: ExitControls::HOST_ADDRESS_SPACE_SIZE
+            | ExitControls::LOAD_IA32_EFER
+            | ExitControls::SAVE_IA32_PAT
+            | ExitControls::LOAD_IA32_PAT,
         entry: EntryControls::empty(),
         exception_bitmap: ExceptionBitmap::EMPTY.with(ExceptionVector::MachineCheck),
         host_state: host_state_image(),
         entry_context: EntryContext::new(physical_address_width, vmcs02),
     }
-}
-
-/// Checks that `kind` may be what L0 asks (for error messages).
-#[allow(dead_code, reason = "kept next to `adjusted` for diagnostics")]
-const fn kind_name(kind: ControlKind) -> &'static str {
-    kind.name()
 }

@@ -315,8 +315,9 @@ impl Guest {
     ///
     /// # Errors
     ///
-    /// [`RunnerError::Instruction`] if VMCLEAR failed (the VMCS frame is
-    /// then leaked rather than freed while possibly active).
+    /// [`RunnerError::Instruction`] if VMCLEAR failed (the VMCS, its EPT
+    /// and its memory are then leaked rather than freed while possibly
+    /// active).
     ///
     /// # Safety
     ///
@@ -325,15 +326,16 @@ impl Guest {
         // SAFETY: VMX root operation (caller); VMCLEAR writes the VMCS
         // back and makes it inactive, so its region may be freed (SDM
         // 25.11.3).
-        let cleared = unsafe { vmclear(self.vmcs.address()) };
-        self.ept.free(frames);
-        self.memory.free(frames);
-        match cleared {
+        match unsafe { vmclear(self.vmcs.address()) } {
             Ok(()) => {
+                self.ept.free(frames);
+                self.memory.free(frames);
                 // SAFETY: inactive now, and no longer referenced.
                 unsafe { frames.free(self.vmcs) };
                 Ok(())
             }
+            // The VMCS may still be active and point at its EPT and
+            // memory: leak all three rather than hand them out again.
             Err(fail) => Err(RunnerError::Instruction("VMCLEAR", fail)),
         }
     }

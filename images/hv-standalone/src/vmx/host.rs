@@ -77,8 +77,9 @@ unsafe fn tss_base(gdt_base: u64, selector: u16) -> u64 {
 }
 
 /// Every host-state field except `HOST_RSP` and `HOST_RIP`, as the running
-/// CPU holds it now. Selectors have RPL 0 and TI 0 in hv-standalone's GDT
-/// as SDM 26.2.3 requires.
+/// CPU holds it now. hv-standalone's selectors have RPL 0 and TI 0, as
+/// SDM 27.2.3 requires; they are written unmasked so that a violation
+/// fails the entry loudly instead of naming another descriptor.
 pub(crate) fn host_state_image() -> VmcsImage {
     let gdtr = sgdt();
     let idtr = sidt();
@@ -87,13 +88,13 @@ pub(crate) fn host_state_image() -> VmcsImage {
     image.set(VmcsField::HostCr0, read_cr0());
     image.set(VmcsField::HostCr3, read_cr3());
     image.set(VmcsField::HostCr4, read_cr4());
-    image.set(VmcsField::HostEsSelector, u64::from(selector!("es") & !7));
-    image.set(VmcsField::HostCsSelector, u64::from(selector!("cs") & !7));
-    image.set(VmcsField::HostSsSelector, u64::from(selector!("ss") & !7));
-    image.set(VmcsField::HostDsSelector, u64::from(selector!("ds") & !7));
-    image.set(VmcsField::HostFsSelector, u64::from(selector!("fs") & !7));
-    image.set(VmcsField::HostGsSelector, u64::from(selector!("gs") & !7));
-    image.set(VmcsField::HostTrSelector, u64::from(tr & !7));
+    image.set(VmcsField::HostEsSelector, u64::from(selector!("es")));
+    image.set(VmcsField::HostCsSelector, u64::from(selector!("cs")));
+    image.set(VmcsField::HostSsSelector, u64::from(selector!("ss")));
+    image.set(VmcsField::HostDsSelector, u64::from(selector!("ds")));
+    image.set(VmcsField::HostFsSelector, u64::from(selector!("fs")));
+    image.set(VmcsField::HostGsSelector, u64::from(selector!("gs")));
+    image.set(VmcsField::HostTrSelector, u64::from(tr));
     let gdt_base = gdtr.base;
     // SAFETY: SGDT and STR just read the loaded GDT and TR.
     image.set(VmcsField::HostTrBase, unsafe { tss_base(gdt_base, tr) });

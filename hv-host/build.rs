@@ -7,47 +7,16 @@
 //! crate: a target directory, flags, wrappers (clippy sets
 //! `RUSTC_WORKSPACE_WRAPPER`), the jobserver, profile settings. Every
 //! `CARGO_*` variable except the user's cargo home, network and terminal
-//! settings is removed, along with the plain ones listed in
-//! `REMOVED_VARIABLES`.
+//! settings is removed, along with a list of plain ones
+//! (`clean_nested_cargo_env` in `images/freestanding/build_support.rs`,
+//! shared with hv-standalone's build script).
 
 use std::env;
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Variables without a `CARGO_` prefix that change what a nested cargo or
-/// rustc does.
-const REMOVED_VARIABLES: &[&str] = &[
-    "RUSTFLAGS",
-    "RUSTDOCFLAGS",
-    "RUSTC_WRAPPER",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "MAKEFLAGS",
-    "MFLAGS",
-    "PROFILE",
-    "OPT_LEVEL",
-    "DEBUG",
-    "TARGET",
-    "HOST",
-    "NUM_JOBS",
-    "OUT_DIR",
-    "RUSTC_LINKER",
-    "CLIPPY_ARGS",
-    "CLIPPY_CONF_DIR",
-    "__CARGO_FIX_PLZ",
-];
-
-/// `CARGO_*` variables the nested cargo keeps: where cargo lives, how it
-/// reaches the network, how it prints.
-const KEPT_CARGO_PREFIXES: &[&str] = &[
-    "CARGO_HOME",
-    "CARGO_NET_",
-    "CARGO_HTTP_",
-    "CARGO_REGISTRIES_",
-    "CARGO_REGISTRY_",
-    "CARGO_TERM_",
-];
+include!("../images/freestanding/build_support.rs");
 
 fn main() {
     let manifest_dir =
@@ -75,11 +44,7 @@ fn main() {
         .arg(images.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir);
-    for (name, _) in env::vars_os() {
-        if should_remove(&name) {
-            command.env_remove(&name);
-        }
-    }
+    clean_nested_cargo_env(&mut command);
     let output = command.output().unwrap_or_else(|error| {
         panic!("could not run cargo to build {}: {error}", images.display())
     });
@@ -95,19 +60,6 @@ fn main() {
         "cargo:rustc-env=HV_IMAGES_DIR={}",
         target_dir.join("release").display()
     );
-}
-
-fn should_remove(name: &OsStr) -> bool {
-    let Some(name) = name.to_str() else {
-        return false;
-    };
-    if REMOVED_VARIABLES.contains(&name) {
-        return true;
-    }
-    name.starts_with("CARGO_")
-        && !KEPT_CARGO_PREFIXES
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
 }
 
 /// Asks cargo to rerun this script when a source of the images changes:

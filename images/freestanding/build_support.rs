@@ -8,6 +8,7 @@
 //
 // It is a file to include, not a crate, because a build dependency on
 // hv-freestanding would compile its `memcpy` & co. into the build script.
+// hv-host's build script includes it too, for `clean_nested_cargo_env`.
 
 /// Prints the `cargo:` lines that link every binary of the calling package
 /// as a freestanding image: no C runtime, no libc, static, not
@@ -47,3 +48,61 @@ pub const FREESTANDING_LINK_ARGS: [&str; 8] = [
     "-Wl,-z,noexecstack",
     "-Wl,--no-dynamic-linker",
 ];
+
+/// Variables without a `CARGO_` prefix that change what a nested cargo or
+/// rustc does.
+#[allow(dead_code)]
+const NESTED_CARGO_REMOVED_VARIABLES: &[&str] = &[
+    "RUSTFLAGS",
+    "RUSTDOCFLAGS",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "PROFILE",
+    "OPT_LEVEL",
+    "DEBUG",
+    "TARGET",
+    "HOST",
+    "NUM_JOBS",
+    "OUT_DIR",
+    "RUSTC_LINKER",
+    "CLIPPY_ARGS",
+    "CLIPPY_CONF_DIR",
+    "__CARGO_FIX_PLZ",
+];
+
+/// `CARGO_*` variables a nested cargo keeps: where cargo lives, how it
+/// reaches the network, how it prints.
+#[allow(dead_code)]
+const NESTED_CARGO_KEPT_PREFIXES: &[&str] = &[
+    "CARGO_HOME",
+    "CARGO_NET_",
+    "CARGO_HTTP_",
+    "CARGO_REGISTRIES_",
+    "CARGO_REGISTRY_",
+    "CARGO_TERM_",
+];
+
+/// Removes from `command` what the outer cargo set up for the calling
+/// build script (target directory, flags, wrappers such as clippy's
+/// `RUSTC_WORKSPACE_WRAPPER`, the jobserver, profile settings), so that a
+/// nested `cargo build` behaves as if run by hand: every `CARGO_*`
+/// variable except the user's cargo home, network and terminal settings,
+/// and the plain variables in `NESTED_CARGO_REMOVED_VARIABLES`.
+#[allow(dead_code)]
+pub fn clean_nested_cargo_env(command: &mut std::process::Command) {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let removed = NESTED_CARGO_REMOVED_VARIABLES.contains(&name)
+            || (name.starts_with("CARGO_")
+                && !NESTED_CARGO_KEPT_PREFIXES
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix)));
+        if removed {
+            command.env_remove(name);
+        }
+    }
+}

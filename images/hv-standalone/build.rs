@@ -14,59 +14,22 @@
 //! leaks into it.
 
 use std::env;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Variables without a `CARGO_` prefix that change what a nested cargo or
-/// rustc does (the same list as hv-host/build.rs).
-const REMOVED_VARIABLES: &[&str] = &[
-    "RUSTFLAGS",
-    "RUSTDOCFLAGS",
-    "RUSTC_WRAPPER",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "MAKEFLAGS",
-    "MFLAGS",
-    "PROFILE",
-    "OPT_LEVEL",
-    "DEBUG",
-    "TARGET",
-    "HOST",
-    "NUM_JOBS",
-    "OUT_DIR",
-    "RUSTC_LINKER",
-    "CLIPPY_ARGS",
-    "CLIPPY_CONF_DIR",
-    "__CARGO_FIX_PLZ",
-];
-
-/// `CARGO_*` variables the nested cargo keeps.
-const KEPT_CARGO_PREFIXES: &[&str] = &[
-    "CARGO_HOME",
-    "CARGO_NET_",
-    "CARGO_HTTP_",
-    "CARGO_REGISTRIES_",
-    "CARGO_REGISTRY_",
-    "CARGO_TERM_",
-];
+include!("../freestanding/build_support.rs");
 
 fn main() {
     let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let script = format!("{dir}/linker.ld");
     println!("cargo:rerun-if-changed={script}");
     println!("cargo:rerun-if-changed=build.rs");
-    for arg in [
-        "-nostartfiles",
-        "-nostdlib",
-        "-static",
-        "-no-pie",
-        "-Wl,--build-id=none",
-        "-Wl,-z,max-page-size=0x1000",
-        "-Wl,--gc-sections",
-        &format!("-Wl,-T,{script}"),
-    ] {
+    for arg in FREESTANDING_LINK_ARGS {
         println!("cargo:rustc-link-arg-bins={arg}");
     }
+    // Its own layout (boot sector, loader, kernel at 1 MiB), not link.ld's.
+    println!("cargo:rustc-link-arg-bins=-Wl,--gc-sections");
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{script}");
 
     let workload = l2_workload(Path::new(&dir));
     println!("cargo:rustc-env=HV_L2_WORKLOAD={}", workload.display());
@@ -110,11 +73,7 @@ fn l2_workload(manifest_dir: &Path) -> PathBuf {
         .arg(images.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir);
-    for (name, _) in env::vars_os() {
-        if should_remove(&name) {
-            command.env_remove(&name);
-        }
-    }
+    clean_nested_cargo_env(&mut command);
     let output = command
         .output()
         .unwrap_or_else(|error| panic!("could not run cargo to build l2-checksum: {error}"));
@@ -128,17 +87,4 @@ fn l2_workload(manifest_dir: &Path) -> PathBuf {
         );
     }
     target_dir.join("release").join("l2-checksum")
-}
-
-fn should_remove(name: &OsStr) -> bool {
-    let Some(name) = name.to_str() else {
-        return false;
-    };
-    if REMOVED_VARIABLES.contains(&name) {
-        return true;
-    }
-    name.starts_with("CARGO_")
-        && !KEPT_CARGO_PREFIXES
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
 }

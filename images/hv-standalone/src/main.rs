@@ -199,39 +199,97 @@ fn run_one_level(frames: &mut FrameAllocator, probe: &vmx::probe::ProbeReport, c
     match runner::run(frames, &probe.capabilities, &runner_config, &mut events) {
         Ok(report) => {
             print_runner_summary("L0", &report);
-            let mut json = String::new();
-            let _ = write!(
-                json,
-                "{{\"nested\":false,\"l2_guests\":{},\"slices\":{},\"slices_run\":{},\"l2_ok\":{},\
-                 \"l2_reports\":{},\"policy\":null,\"steady_seen\":{},\"ending\":\"runner finished\",\
-                 \"l0\":{{\"nested_entries\":0,\"reflected_exits\":0,\"ept02_fills\":0,\"roots_live\":0,\
-                 \"invept\":{},\"invvpid\":{},\"steady_invept\":{},\"steady_invvpid\":{},\"l1_exits\":0}},\
-                 \"illegal\":",
-                config.l2_count,
-                config.slices,
-                report.slices_run,
-                report.l2_ok && events.steady,
-                report.reports_checked,
-                events.steady,
-                report.invept,
-                report.invvpid,
-                report.steady_invept,
-                report.steady_invvpid,
-            );
-            let _ = write_illegal_json(&mut json, events.illegal);
-            json.push('}');
-            println!("@@hv result {json}");
+            print_result(&ResultRecord {
+                config,
+                nested: false,
+                slices_run: u64::from(report.slices_run),
+                l2_ok: report.l2_ok && events.steady,
+                l2_reports: report.reports_checked,
+                steady_seen: events.steady,
+                ending: "runner finished",
+                nested_entries: 0,
+                reflected_exits: 0,
+                ept02_fills: 0,
+                roots_live: 0,
+                invept: report.invept,
+                invvpid: report.invvpid,
+                steady_invept: report.steady_invept,
+                steady_invvpid: report.steady_invvpid,
+                l1_exits: 0,
+                illegal: events.illegal,
+            });
         }
         Err(error) => fail(format_args!("one-level runner: {error}")),
     }
 }
 
-fn write_illegal_json(out: &mut String, illegal: Option<l0::IllegalVerdict>) -> core::fmt::Result {
-    match illegal {
-        None => out.write_str("null"),
+/// The `@@hv result` record (notes/standalone.md) of a one-level or
+/// nested run; one level has zeros for the nested counters and the
+/// runner's own INVEPT/INVVPID counts.
+struct ResultRecord {
+    config: RunConfig,
+    nested: bool,
+    slices_run: u64,
+    l2_ok: bool,
+    l2_reports: u64,
+    steady_seen: bool,
+    ending: &'static str,
+    nested_entries: u64,
+    reflected_exits: u64,
+    ept02_fills: u64,
+    roots_live: u64,
+    invept: u64,
+    invvpid: u64,
+    steady_invept: u64,
+    steady_invvpid: u64,
+    l1_exits: u64,
+    illegal: Option<l0::IllegalVerdict>,
+}
+
+/// Prints `@@hv result {json}`.
+fn print_result(record: &ResultRecord) {
+    let mut json = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_result_json(&mut json, record);
+    println!("@@hv result {json}");
+}
+
+fn write_result_json(out: &mut String, r: &ResultRecord) -> core::fmt::Result {
+    let policy = if r.nested {
+        format!("\"{}\"", r.config.policy.policy().name())
+    } else {
+        String::from("null")
+    };
+    write!(
+        out,
+        "{{\"nested\":{},\"l2_guests\":{},\"slices\":{},\"slices_run\":{},\"l2_ok\":{},\
+         \"l2_reports\":{},\"policy\":{policy},\"steady_seen\":{},\"ending\":\"{}\",\
+         \"l0\":{{\"nested_entries\":{},\"reflected_exits\":{},\"ept02_fills\":{},\"roots_live\":{},\
+         \"invept\":{},\"invvpid\":{},\"steady_invept\":{},\"steady_invvpid\":{},\"l1_exits\":{}}},\
+         \"illegal\":",
+        r.nested,
+        r.config.l2_count,
+        r.config.slices,
+        r.slices_run,
+        r.l2_ok,
+        r.l2_reports,
+        r.steady_seen,
+        r.ending,
+        r.nested_entries,
+        r.reflected_exits,
+        r.ept02_fills,
+        r.roots_live,
+        r.invept,
+        r.invvpid,
+        r.steady_invept,
+        r.steady_invvpid,
+        r.l1_exits,
+    )?;
+    match r.illegal {
+        None => out.write_str("null}"),
         Some(verdict) => write!(
             out,
-            "{{\"case\":\"{}\",\"ok\":{},\"observed\":{},\"expected\":{}}}",
+            "{{\"case\":\"{}\",\"ok\":{},\"observed\":{},\"expected\":{}}}}}",
             verdict.case.map_or("unknown", config::IllegalCase::name),
             verdict.ok,
             verdict.observed,
@@ -259,52 +317,33 @@ fn run_nested(frames: &mut FrameAllocator, report: &vmx::probe::ProbeReport, con
                 outcome.invept,
                 outcome.invvpid
             );
-            let mut json = String::new();
-            let _ = l0_result_json(&mut json, config, &outcome);
-            println!("@@hv result {json}");
+            let (steady_invept, steady_invvpid) =
+                outcome.steady_mark.map_or((0, 0), |(invept, invvpid)| {
+                    (outcome.invept - invept, outcome.invvpid - invvpid)
+                });
+            let report = outcome.report.unwrap_or_default();
+            print_result(&ResultRecord {
+                config,
+                nested: true,
+                slices_run: report.slices_run,
+                l2_ok: outcome.report.is_some() && report.l2_ok && outcome.steady_mark.is_some(),
+                l2_reports: report.reports_checked,
+                steady_seen: outcome.steady_mark.is_some(),
+                ending: outcome.ending,
+                nested_entries: counters.nested_entries,
+                reflected_exits: counters.reflected,
+                ept02_fills: counters.ept02_fills,
+                roots_live: counters.roots_live,
+                invept: outcome.invept,
+                invvpid: outcome.invvpid,
+                steady_invept,
+                steady_invvpid,
+                l1_exits: counters.l1_exits,
+                illegal: outcome.illegal,
+            });
         }
         Err(error) => fail(format_args!("nested run: {error}")),
     }
-}
-
-/// The `@@hv result` record of a nested run (notes/standalone.md).
-fn l0_result_json(
-    out: &mut String,
-    config: RunConfig,
-    outcome: &l0::NestedOutcome,
-) -> core::fmt::Result {
-    let counters = &outcome.counters;
-    let (steady_invept, steady_invvpid) =
-        outcome.steady_mark.map_or((0, 0), |(invept, invvpid)| {
-            (outcome.invept - invept, outcome.invvpid - invvpid)
-        });
-    let report = outcome.report.unwrap_or_default();
-    write!(
-        out,
-        "{{\"nested\":true,\"l2_guests\":{},\"slices\":{},\"slices_run\":{},\"l2_ok\":{},\
-         \"l2_reports\":{},\"policy\":\"{}\",\"steady_seen\":{},\"ending\":\"{}\",\"l0\":{{\"nested_entries\":{},\
-         \"reflected_exits\":{},\"ept02_fills\":{},\"roots_live\":{},\"invept\":{},\"invvpid\":{},\
-         \"steady_invept\":{},\"steady_invvpid\":{},\"l1_exits\":{}}},\"illegal\":",
-        config.l2_count,
-        config.slices,
-        report.slices_run,
-        outcome.report.is_some() && report.l2_ok && outcome.steady_mark.is_some(),
-        report.reports_checked,
-        config.policy.policy().name(),
-        outcome.steady_mark.is_some(),
-        outcome.ending,
-        counters.nested_entries,
-        counters.reflected,
-        counters.ept02_fills,
-        counters.roots_live,
-        outcome.invept,
-        outcome.invvpid,
-        steady_invept,
-        steady_invvpid,
-        counters.l1_exits,
-    )?;
-    write_illegal_json(out, outcome.illegal)?;
-    out.write_str("}")
 }
 
 /// SSE was enabled by entry32; check the bits and use it once.

@@ -22,7 +22,7 @@ use hv_core::state::{L1Cpu, Segment};
 
 use super::platform::OwnedBits;
 use crate::vmx::fields::write;
-use crate::vmx::host::{HOST_FIELDS, host_state_image};
+use crate::vmx::host::{host_state_image, write_host_state};
 
 /// VPID of L1 (VPID02s start above it).
 pub(crate) const VPID01: u16 = 1;
@@ -34,6 +34,8 @@ pub(crate) enum Vmcs01Error {
     Control(ControlAdjustError),
     /// A VMWRITE failed.
     Write(VmcsField, VmFail),
+    /// A VMWRITE of the host-state area failed.
+    HostState(VmFail),
 }
 
 impl core::fmt::Display for Vmcs01Error {
@@ -41,6 +43,7 @@ impl core::fmt::Display for Vmcs01Error {
         match self {
             Self::Control(error) => write!(f, "VMCS01 controls: {error}"),
             Self::Write(field, failure) => write!(f, "VMWRITE {field:?}: {failure}"),
+            Self::HostState(failure) => write!(f, "VMWRITE host state: {failure}"),
         }
     }
 }
@@ -175,7 +178,6 @@ pub(crate) unsafe fn build(
         EntryControls::LOAD_IA32_EFER | EntryControls::LOAD_IA32_PAT,
     )?;
     let owned = owned_bits(caps);
-    let host = host_state_image();
     let fields: [(VmcsField, u64); 26] = [
         (VmcsField::PinBasedControls, pin),
         (VmcsField::PrimaryProcBasedControls, primary),
@@ -213,14 +215,13 @@ pub(crate) unsafe fn build(
         (VmcsField::GuestActivityState, 0),
         (VmcsField::GuestInterruptibilityState, 0),
     ];
-    for (field, value) in fields
-        .into_iter()
-        .chain(HOST_FIELDS.map(|field| (field, host.get(field))))
-    {
+    for (field, value) in fields {
         // SAFETY: the caller guarantees VMX root operation with VMCS01
         // current; nothing runs until the first entry.
         unsafe { write(field, value) }.map_err(|failure| Vmcs01Error::Write(field, failure))?;
     }
+    // SAFETY: as above.
+    unsafe { write_host_state() }.map_err(Vmcs01Error::HostState)?;
     Ok(watchdog.then_some(WATCHDOG_TICKS))
 }
 

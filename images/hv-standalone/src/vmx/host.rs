@@ -116,7 +116,7 @@ pub(crate) fn host_state_image() -> VmcsImage {
 }
 
 /// The host-state fields [`write_host_state`] writes.
-pub(crate) const HOST_FIELDS: [VmcsField; 20] = [
+const HOST_FIELDS: [VmcsField; 20] = [
     VmcsField::HostCr0,
     VmcsField::HostCr3,
     VmcsField::HostCr4,
